@@ -1,0 +1,26 @@
+r"""Runs (or resumes) a sweep: `python -m launch.train --config=configs/quanta_msp.py:quick --workdir=runs/quick`.
+
+Re-running the same command on the same workdir resumes from the latest checkpoint. Override any field with
+`--config.train.steps=2000`, `--config.sweep.width='(16,32)'`. The logic lives in `scaling.sweep.run`.
+"""
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+
+from scaling import sweep
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (created; resumed if it exists).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.info("JAX %s, backend %s, local devices: %s", jax.__version__, jax.default_backend(), jax.local_devices())
+  sweep.run(_CONFIG.value, _WORKDIR.value, summarize=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,98 @@
+"""Summary of a sweep workdir: a table of final losses and a figure (loss vs N, per-subtask emergence)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import numpy as np
+
+from scaling import io
+from scaling.sweep import LEARNED_BITS
+
+LN2 = np.log(2.0)
+EMERGENCE_TASKS = 41  # the paper's heat-maps show the first 41 subtasks
+
+
+def _other_axes(curves: io.Curves) -> list[str]:
+  """Axes besides width and seed that vary in this sweep (each value gets its own rows / lines)."""
+  return [a for a in ("D", "alpha", "lr", "weight_decay") if len(curves.coords[a]) > 1]
+
+
+def _final(curves: io.Curves) -> tuple[np.ndarray, np.ndarray]:
+  """Final mean loss in bits [width, D, seed, alpha, lr, wd] and per-task final loss in bits [..., task]."""
+  return curves["test_loss"][..., -1] / LN2, curves["test_loss_task"][..., -1, :] / LN2
+
+
+def summary_table(curves: io.Curves) -> str:
+  """Rows: width, params N, any other varying axis, final mean loss in bits (mean ± sd over seeds), learned."""
+  loss, loss_task = _final(curves)
+  learned = (loss_task < LEARNED_BITS).sum(-1).astype(float)
+  learned[np.isnan(loss)] = np.nan
+  others = _other_axes(curves)
+  n_tasks = loss_task.shape[-1]
+  n_seeds = loss.shape[2]
+  head = ["width", "N"] + others + [f"loss [bit] (seeds={n_seeds})", f"learned (of {n_tasks})"]
+  rows = []
+  ranges = [range(len(curves.coords[a])) for a in ("D", "alpha", "lr", "weight_decay")]
+  for i, w in enumerate(curves.coords["width"]):
+    for jd, ja, jl, jw in itertools.product(*ranges):
+      l = loss[i, jd, :, ja, jl, jw]
+      if np.all(np.isnan(l)):
+        continue
+      idx = dict(D=jd, alpha=ja, lr=jl, weight_decay=jw)
+      sd = f" ± {np.nanstd(l):.3f}" if n_seeds > 1 else ""
+      rows.append([str(w), str(curves["params"][i])] + [f"{curves.coords[a][idx[a]]:g}" for a in others]
+                  + [f"{np.nanmean(l):.3f}{sd}", f"{np.nanmean(learned[i, jd, :, ja, jl, jw]):.1f}"])
+  widths = [max(len(r[c]) for r in [head] + rows) for c in range(len(head))]
+  fmt = lambda r: "  ".join(v.rjust(n) for v, n in zip(r, widths))
+  return "\n".join([fmt(head), fmt(["-" * n for n in widths])] + [fmt(r) for r in rows])
+
+
+def plot_summary(curves: io.Curves, path: str) -> str:
+  """Loss vs N (log-log, seed mean with seeds as dots) and the per-subtask emergence heat-map vs N."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import matplotlib.ticker
+
+  loss, loss_task = _final(curves)
+  N = curves["params"]
+  fig, (ax, hm) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw=dict(width_ratios=[1, 1.3]))
+  others = _other_axes(curves)
+  ranges = [range(len(curves.coords[a])) for a in ("D", "alpha", "lr", "weight_decay")]
+  for jd, ja, jl, jw in itertools.product(*ranges):
+    l = loss[:, jd, :, ja, jl, jw]  # [width, seed]
+    idx = dict(D=jd, alpha=ja, lr=jl, weight_decay=jw)
+    label = ", ".join(f"{a}={curves.coords[a][idx[a]]:g}" for a in others) or None
+    line, = ax.plot(N, np.nanmean(l, axis=1), "o-", label=label)
+    if l.shape[1] > 1:
+      ax.plot(np.repeat(N, l.shape[1]), l.reshape(-1), ".", color=line.get_color(), alpha=0.3)
+  ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="final mean test loss [bits]",
+         title="loss vs N")
+  for axis in (ax.xaxis, ax.yaxis):
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation())
+  if others:
+    ax.legend(fontsize=7)
+  T = min(EMERGENCE_TASKS, loss_task.shape[-1])
+  grid = np.nanmean(loss_task[:, 0, :, 0, 0, 0, :T], axis=1).T  # [task, width], first combination, seed mean
+  im = hm.imshow(grid, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+  hm.set_xticks(range(len(N)), [f"{n:.0e}" if n >= 1e4 else str(n) for n in N], rotation=60, fontsize=7)
+  hm.set(xlabel="parameters N", ylabel="subtask (frequency rank)", title=f"per-subtask final loss, first {T}")
+  fig.colorbar(im, ax=hm, label="test loss [bits]")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def summarize(workdir: str) -> str:
+  """Prints the table of a workdir and writes `summary.png` into it; returns the table."""
+  curves = io.load_workdir(workdir)
+  table = summary_table(curves)
+  path = plot_summary(curves, os.path.join(workdir, "summary.png"))
+  print(table)
+  print(f"\nplot: {path}")
+  return table

@@ -1,0 +1,331 @@
+"""Sweeps: a static loop over shape-changing axes (width, D) x vmapped axes (seed, alpha, lr, weight_decay).
+
+Each (width, D) *shape point* is one compiled program whose leading axis holds every member of the vmapped grid.
+When more than one device is visible, that axis is sharded over all local devices (jit + NamedSharding): the sweep is
+embarrassingly parallel, so no collectives are needed and each device trains its slice of members.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from scaling import io, models, tasks, train
+
+SHAPE_AXES = ("width", "D")
+VMAP_AXES = ("seed", "alpha", "lr", "weight_decay")
+AXES = SHAPE_AXES + VMAP_AXES + ("log_step", "task")
+LEARNED_BITS = 0.1  # a subtask counts as learned below 0.1 bit (spec §2, Fig 8 convention)
+_LOG_SECONDS = 10.0
+
+
+def msp_config() -> ml_collections.ConfigDict:
+  """The paper's MSP task, model and optimizer (v4 script) at paper scale; configs/ derive their variants from it."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # root key; the seed axis is split(key(seed), sweep.seeds)
+  c.task = ml_collections.ConfigDict(dict(
+      n_tasks=500, n=100, k=3,
+      distribution="zipf",  # or "uniform"
+      offset=0.0,
+      subset_seed=0,  # Python `random` seed of the subsets (the original used its run seed, 0 in the paper)
+      subsets_per_seed=False,  # True: seed index i uses subsets of subset_seed + i (the original's multi-seed sweeps)
+  ))
+  c.model = ml_collections.ConfigDict(dict(depth=2, activation="relu", onehot_lookup=True))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=20000, steps=200_000, log_every=100, eval_per_task=1000,
+      optimizer="adam", b1=0.9, b2=0.999, eps=1e-8,
+      checkpoint_every=100,  # in chunks of log_every steps
+      max_to_keep=2,
+  ))
+  c.sweep = ml_collections.ConfigDict(dict(
+      width=(500,),  # looped: one program per width
+      D=(-1,),  # looped; -1 = online (fresh samples every step), >= 1 = fixed training set of D samples
+      seeds=1,  # vmapped: number of seeds
+      alpha=(0.4,),  # vmapped: the paper's α (p_i ∝ i^-(α+1)); the original code's alpha is α+1
+      lr=(1e-3,),  # vmapped
+      weight_decay=(0.0,),  # vmapped (used by optimizer="adamw")
+  ))
+  return c
+
+
+def _flat_keys(d: dict[str, Any], prefix: str = "") -> set[str]:
+  out = set()
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    out |= _flat_keys(v, key + ".") if isinstance(v, dict) else {key}
+  return out
+
+
+def _as_tuple(v: Any) -> tuple:
+  return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A validated sweep: shape points, the flattened member grid and everything static."""
+
+  config: dict[str, Any]
+  task: tasks.MSPSpec
+  widths: tuple[int, ...]
+  Ds: tuple[int, ...]
+  grid: dict[str, tuple]  # vmapped axis -> coordinate values (seed: indices)
+  subsets: np.ndarray  # (n_seeds, n_tasks, k)
+  log_steps: np.ndarray
+
+  @property
+  def grid_shape(self) -> tuple[int, ...]:
+    return tuple(len(self.grid[a]) for a in VMAP_AXES)
+
+  @property
+  def n_members(self) -> int:
+    return math.prod(self.grid_shape)
+
+  def member_coords(self, i: int) -> dict[str, Any]:
+    idx = np.unravel_index(i, self.grid_shape)
+    return {a: self.grid[a][j] for a, j in zip(VMAP_AXES, idx)}
+
+  def spec(self, width: int, D: int) -> train.Spec:
+    t, m = self.config["train"], self.config["model"]
+    mlp = models.MLPSpec(self.task.input_dim, width, 2, m["depth"], m["activation"])
+    return train.Spec(self.task, mlp, t["batch_size"], D, t["eval_per_task"], t["optimizer"], t["b1"], t["b2"],
+                      t["eps"], m["onehot_lookup"])
+
+
+def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
+  """Validates a config (raises ValueError with a clear message) and builds the sweep plan. Touches no device."""
+  cfg = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+  known, given = _flat_keys(msp_config().to_dict()), _flat_keys(cfg)
+  if given - known:
+    raise ValueError(f"unknown config keys: {sorted(given - known)}")
+  if known - given:
+    raise ValueError(f"missing config keys: {sorted(known - given)}")
+  t, tr, sw, m = cfg["task"], cfg["train"], cfg["sweep"], cfg["model"]
+
+  def positive(name: str, values: Sequence[Any], integer: bool = True) -> None:
+    for v in values:
+      if (integer and (not isinstance(v, (int, np.integer)) or isinstance(v, bool))) or not v > 0:
+        raise ValueError(f"{name} must be {'positive integers' if integer else '> 0'}, got {v!r}")
+
+  positive("sweep.width", _as_tuple(sw["width"]))
+  positive("train.batch_size", [tr["batch_size"]])
+  positive("train.steps", [tr["steps"]])
+  positive("train.log_every", [tr["log_every"]])
+  positive("train.eval_per_task", [tr["eval_per_task"]])
+  positive("train.checkpoint_every", [tr["checkpoint_every"]])
+  positive("train.max_to_keep", [tr["max_to_keep"]])
+  positive("sweep.seeds", [sw["seeds"]])
+  positive("model.depth", [m["depth"]])
+  positive("sweep.lr", _as_tuple(sw["lr"]), integer=False)
+  if tr["steps"] % tr["log_every"]:
+    raise ValueError(f"train.steps={tr['steps']} must be a multiple of train.log_every={tr['log_every']}")
+  for D in _as_tuple(sw["D"]):
+    if not isinstance(D, (int, np.integer)) or (D != -1 and D < 1):
+      raise ValueError(f"sweep.D values must be -1 (online) or a dataset size D >= 1, got {D!r}")
+  if t["distribution"] == "zipf":
+    for a in _as_tuple(sw["alpha"]):
+      if not a > 0:
+        raise ValueError(f"sweep.alpha must be > 0 for a Zipf task distribution (paper α), got {a!r}")
+  for wd in _as_tuple(sw["weight_decay"]):
+    if not wd >= 0:
+      raise ValueError(f"sweep.weight_decay must be >= 0, got {wd!r}")
+  if tr["optimizer"] not in train.OPTIMIZERS:
+    raise ValueError(f"train.optimizer must be one of {train.OPTIMIZERS}, got {tr['optimizer']!r}")
+  for name, values in (("width", sw["width"]), ("D", sw["D"]), ("alpha", sw["alpha"]), ("lr", sw["lr"]),
+                       ("weight_decay", sw["weight_decay"])):
+    if len(set(_as_tuple(values))) != len(_as_tuple(values)):
+      raise ValueError(f"sweep.{name} has repeated values: {values}")
+  if not isinstance(t["subset_seed"], (int, np.integer)) or t["subset_seed"] < 0:
+    raise ValueError(f"task.subset_seed must be an integer >= 0, got {t['subset_seed']!r}")
+
+  spec = tasks.MSPSpec(t["n_tasks"], t["n"], t["k"], float(t["offset"]), t["distribution"])
+  tasks.check_spec(spec)
+  models.check_spec(models.MLPSpec(spec.input_dim, 1, 2, m["depth"], m["activation"]))
+  n_seeds = sw["seeds"]
+  subset_seeds = [t["subset_seed"] + (i if t["subsets_per_seed"] else 0) for i in range(n_seeds)]
+  first = tasks.make_subsets(spec.n_tasks, spec.n, spec.k, subset_seeds[0])
+  subsets = np.stack([first if s == subset_seeds[0] else tasks.make_subsets(spec.n_tasks, spec.n, spec.k, s)
+                      for s in subset_seeds])
+  grid = {"seed": tuple(range(n_seeds)), "alpha": _as_tuple(sw["alpha"]), "lr": _as_tuple(sw["lr"]),
+          "weight_decay": _as_tuple(sw["weight_decay"])}
+  log_steps = np.arange(0, tr["steps"] + 1, tr["log_every"])
+  return Plan(cfg, spec, _as_tuple(sw["width"]), _as_tuple(sw["D"]), grid, subsets, log_steps)
+
+
+def point_name(width: int, D: int) -> str:
+  return f"w{width}_D{'online' if D == -1 else D}"
+
+
+def _mesh(devices: Sequence[jax.Device] | None) -> Mesh:
+  return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), ("sweep",))
+
+
+def _member_inputs(p: Plan, n_padded: int) -> tuple:
+  """Flattened member-grid inputs, padded (by repeating member 0) to a multiple of the device count."""
+  idx = np.arange(n_padded) % p.n_members
+  cols = np.unravel_index(idx, p.grid_shape)
+  seed_idx = cols[0]
+  root = jax.random.key(p.config["seed"])
+  seed_keys = jax.random.split(root, len(p.grid["seed"]))[seed_idx]
+  values = [np.asarray(p.grid[a], np.float32)[c] for a, c in zip(VMAP_AXES[1:], cols[1:])]
+  return (seed_keys, *values, p.subsets[seed_idx])
+
+
+class _PointRun:
+  """Host loop of one shape point: chunks, evaluation records, checkpoints, metrics, NaN checks."""
+
+  def __init__(self, p: Plan, width: int, D: int, workdir: str, mesh: Mesh):
+    self.p, self.width, self.D, self.workdir, self.mesh = p, width, D, workdir, mesh
+    self.spec = p.spec(width, D)
+    self.name = point_name(width, D)
+    self.npz = os.path.join(workdir, "points", self.name + ".npz")
+    self.log_every = p.config["train"]["log_every"]
+    self.n_chunks = p.config["train"]["steps"] // self.log_every
+
+  def _save_records(self, records: dict[str, list[np.ndarray]], complete: bool) -> None:
+    arrays = {k: np.stack(v, axis=1) for k, v in records.items()}  # [M, n_logs, ...]
+    io.save_npz(self.npz, complete=np.asarray(complete), **arrays)
+
+  def _check_finite(self, step: int, values: dict[str, np.ndarray]) -> None:
+    for name, v in values.items():
+      bad = np.nonzero(~np.isfinite(v[: self.p.n_members]))[0]
+      if bad.size:
+        i = int(bad[0])
+        raise FloatingPointError(
+            f"non-finite {name} at step {step} in shape point width={self.width}, D={self.D}, sweep member {i} "
+            f"{self.p.member_coords(i)}; the workdir keeps everything written before this chunk")
+
+  def _log(self, step: int, ev: dict[str, np.ndarray], extra: dict[str, Any], t0: float, s0: int) -> dict[str, Any]:
+    M = self.p.n_members
+    bits = ev["test_loss"][:M] / np.log(2)
+    learned = (ev["test_loss_task"][:M] / np.log(2) < LEARNED_BITS).sum(axis=1)
+    elapsed = time.time() - t0
+    rec = {"point": self.name, "width": self.width, "D": self.D, "step": step, "time": time.time(),
+           "steps_per_s": (step - s0) / elapsed if elapsed > 0 and step > s0 else None,
+           "test_loss_bits": float(bits.mean()), "test_loss_bits_min": float(bits.min()),
+           "test_loss_bits_max": float(bits.max()), "train_loss_bits": float(ev["train_loss"][:M].mean() / np.log(2)),
+           "n_learned": float(learned.mean()), **extra}
+    return rec
+
+  def run(self) -> dict[str, np.ndarray]:
+    if os.path.exists(self.npz):
+      done = io.load_npz(self.npz)
+      if bool(done.pop("complete")):
+        logging.info("%s: complete, skipping", self.name)
+        return done
+    n_dev = self.mesh.devices.size
+    n_padded = -(-self.p.n_members // n_dev) * n_dev
+    sharding = NamedSharding(self.mesh, P("sweep"))
+    inputs = jax.device_put(_member_inputs(self.p, n_padded), sharding)
+    members = train.make_members(*inputs, spec=self.spec)
+    states = train.init_states(members, spec=self.spec)
+    mngr = io.checkpoint_manager(os.path.join(self.workdir, "checkpoints", self.name),
+                                 self.p.config["train"]["max_to_keep"])
+    records: dict[str, list[np.ndarray]] = {}
+    start = 0
+    latest = mngr.latest_step()
+    if latest is not None:
+      states = io.restore_checkpoint(mngr, latest, states)
+      start = latest // self.log_every
+      saved = io.load_npz(self.npz)
+      saved.pop("complete")
+      records = {k: list(np.moveaxis(v[:, :start], 1, 0)) for k, v in saved.items()}
+      io.drop_metrics(self.workdir, lambda r: r.get("point") == self.name and r["step"] >= latest)
+      logging.info("%s: resumed from step %d", self.name, latest)
+
+    def add(ev: dict[str, np.ndarray]) -> None:
+      for k, v in ev.items():
+        records.setdefault(k, []).append(v[: self.p.n_members])
+
+    ckpt_every = self.p.config["train"]["checkpoint_every"]
+    t0, s0, last_log = time.time(), start * self.log_every, 0.0
+    for c in range(start, self.n_chunks):
+      step = c * self.log_every
+      states, ev, tm = train.run_chunk(states, members, jnp.int32(step), spec=self.spec, n_steps=self.log_every)
+      ev, tm = jax.device_get((ev, tm))
+      self._check_finite(step, {"test loss": ev["test_loss"], "train loss": ev["train_loss"],
+                                "chunk train loss": tm["loss"]})
+      add(ev)
+      chunk_stats = {f"chunk_{k}": float(np.mean(v[: self.p.n_members])) for k, v in tm.items()}
+      rec = self._log(step, ev, chunk_stats, t0, s0)
+      io.append_metrics(self.workdir, [rec])
+      if (c + 1) % ckpt_every == 0 or c + 1 == self.n_chunks:
+        self._save_records(records, complete=False)
+        io.save_checkpoint(mngr, (c + 1) * self.log_every, states)
+      if time.time() - last_log > _LOG_SECONDS or c + 1 == self.n_chunks:
+        last_log = time.time()
+        done_steps = (c + 1) * self.log_every - s0
+        rate = done_steps / max(time.time() - t0, 1e-9)
+        eta = (self.n_chunks * self.log_every - s0 - done_steps) / max(rate, 1e-9)
+        logging.info("%s: step %d/%d, %.1f steps/s (x%d members), ETA %.0fs, test loss %.3f bit",
+                     self.name, (c + 1) * self.log_every, self.n_chunks * self.log_every, rate,
+                     self.p.n_members, eta, rec["test_loss_bits"])
+    final = self.n_chunks * self.log_every
+    ev = jax.device_get(train.run_eval(states, members, jnp.int32(final), spec=self.spec))
+    self._check_finite(final, {"test loss": ev["test_loss"], "train loss": ev["train_loss"]})
+    add(ev)
+    io.append_metrics(self.workdir, [self._log(final, ev, {}, t0, s0)])
+    mngr.wait_until_finished()
+    mngr.close()
+    self._save_records(records, complete=True)
+    return {k: np.stack(v, axis=1) for k, v in records.items()}
+
+
+def assemble(p: Plan, points: dict[tuple[int, int], dict[str, np.ndarray]]) -> io.Curves:
+  """Stacks per-point member-flat arrays into named-axis arrays; points not yet run are NaN."""
+  lead = (len(p.widths), len(p.Ds)) + p.grid_shape
+  n_logs, T = len(p.log_steps), p.task.n_tasks
+  arrays, axes = {}, {}
+  for name, tail in (("test_loss_task", (n_logs, T)), ("test_acc_task", (n_logs, T)), ("test_loss", (n_logs,)),
+                     ("test_acc", (n_logs,)), ("train_loss", (n_logs,))):
+    a = np.full(lead + tail, np.nan, np.float32)
+    for (i, j), rec in points.items():
+      a[i, j] = rec[name].reshape(p.grid_shape + tail)
+    arrays[name] = a
+    axes[name] = AXES[: len(lead) + 1] + (("task",) if len(tail) == 2 else ())
+  arrays["probs"] = np.stack([np.asarray(tasks.task_probs(p.task, a)) for a in p.grid["alpha"]])
+  axes["probs"] = ("alpha", "task")
+  arrays["params"] = np.asarray([models.param_count(p.spec(w, -1).model) for w in p.widths])
+  axes["params"] = ("width",)
+  arrays["subsets"] = p.subsets
+  axes["subsets"] = ("seed", "task", "subset")
+  coords = {"width": np.asarray(p.widths), "D": np.asarray(p.Ds), "log_step": p.log_steps,
+            **{a: np.asarray(p.grid[a]) for a in VMAP_AXES}}
+  return io.Curves(arrays, axes, coords)
+
+
+def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str,
+        devices: Sequence[jax.Device] | None = None, summarize: bool = False) -> io.Curves:
+  """Runs (or resumes) a sweep in `workdir` and returns its curves (also written to `workdir/curves.npz`).
+
+  All validation happens before anything is compiled or written. `devices`: where the member axis is sharded
+  (default: all local devices). `summarize`: print the summary table and write `summary.png` at the end.
+  """
+  p = plan(config)
+  workdir = os.path.abspath(workdir)
+  resumed = io.check_config(workdir, p.config)
+  mesh = _mesh(devices)
+  os.makedirs(workdir, exist_ok=True)
+  if not resumed:
+    io.write_config(workdir, p.config)
+  logging.info("sweep: %d shape points x %d members on %d device(s); workdir %s",
+               len(p.widths) * len(p.Ds), p.n_members, mesh.devices.size, workdir)
+  points: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+  for (i, w), (j, D) in itertools.product(enumerate(p.widths), enumerate(p.Ds)):
+    points[i, j] = _PointRun(p, w, D, workdir, mesh).run()
+    curves = assemble(p, points)
+    curves.save(os.path.join(workdir, io.CURVES))
+  if summarize:
+    from scaling import report  # pylint: disable=g-import-not-at-top
+    report.summarize(workdir)
+  return curves

@@ -1,0 +1,193 @@
+"""Training of MSP MLPs as pure functions: one `train_step`, `lax.scan` chunks, batched evaluation.
+
+A *member* is one run of a sweep (a seed and scalar hyperparameters). Everything here is written for one member and
+vmapped over members by `run_chunk` / `run_eval`; shape-changing settings (width, D, batch, ...) live in the static
+`Spec`, so one `Spec` is one compiled program.
+
+PRNG: each member's seed key is split once into purpose keys (init, data, shuffle, loop, eval); the batch of step s
+uses `fold_in(loop_key, s)`, the shuffle of epoch e `fold_in(shuffle_key, e)` and the evaluation at step s
+`fold_in(eval_key, s)`, so a resumed run reproduces an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from scaling import models, tasks
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """Static description of one compiled program (everything that changes shapes or code paths)."""
+
+  task: tasks.MSPSpec
+  model: models.MLPSpec
+  batch: int
+  D: int = -1  # -1: online (fresh samples every step); >= 1: fixed training set of D samples
+  eval_per_task: int = 1000
+  optimizer: str = "adam"
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  onehot_lookup: bool = True
+
+  @property
+  def online(self) -> bool:
+    return self.D == -1
+
+
+class Member(NamedTuple):
+  """Per-member inputs that never change during training (vmapped leading axis in a sweep)."""
+
+  alpha: jax.Array  # paper α of the Zipf law
+  lr: jax.Array
+  weight_decay: jax.Array
+  subsets_TxK: jax.Array
+  init_key: jax.Array
+  loop_key: jax.Array
+  shuffle_key: jax.Array
+  eval_key: jax.Array
+  data: tasks.Dataset | None  # fixed-D training set, None online
+
+
+State = dict[str, Any]  # {"params", "opt"} and, in fixed-D mode with minibatches, "perm" (epoch shuffle)
+
+
+def make_optimizer(spec: Spec, member: Member) -> optax.GradientTransformation:
+  """The optimizer with this member's (possibly traced) learning rate and weight decay."""
+  if spec.optimizer == "adam":
+    return optax.adam(member.lr, b1=spec.b1, b2=spec.b2, eps=spec.eps)
+  if spec.optimizer == "adamw":
+    return optax.adamw(member.lr, b1=spec.b1, b2=spec.b2, eps=spec.eps, weight_decay=member.weight_decay)
+  if spec.optimizer == "sgd":
+    return optax.sgd(member.lr)
+  raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {spec.optimizer!r}")
+
+
+def make_member(seed_key: jax.Array, alpha: jax.Array, lr: jax.Array, weight_decay: jax.Array,
+                subsets_TxK: jax.Array, *, spec: Spec) -> Member:
+  """Splits the seed key into purpose keys once and materialises the fixed-D dataset (if any)."""
+  init_key, data_key, shuffle_key, loop_key, eval_key = jax.random.split(seed_key, 5)
+  data = None
+  if not spec.online:
+    data = tasks.make_dataset(data_key, spec.task, tasks.task_probs(spec.task, alpha), subsets_TxK, spec.D)
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  return Member(f32(alpha), f32(lr), f32(weight_decay), subsets_TxK, init_key, loop_key, shuffle_key, eval_key, data)
+
+
+def init_state(member: Member, *, spec: Spec) -> State:
+  params = models.init(member.init_key, spec.model)
+  state = {"params": params, "opt": make_optimizer(spec, member).init(params)}
+  if _shuffles(spec):
+    state["perm"] = tasks.epoch_perm(member.shuffle_key, jnp.int32(0), spec.D)
+  return state
+
+
+def _shuffles(spec: Spec) -> bool:
+  """Fixed-D with more than one minibatch per epoch (the state then carries the epoch's permutation)."""
+  return not spec.online and tasks.minibatch_size(spec.D, spec.batch) < spec.D
+
+
+def get_batch(state: State, member: Member, step: jax.Array, spec: Spec) -> tuple[tasks.Batch, State]:
+  """The training batch of `step`, and the state with the epoch permutation refreshed if an epoch starts."""
+  if spec.online:
+    probs = tasks.task_probs(spec.task, member.alpha)
+    key = jax.random.fold_in(member.loop_key, step)
+    return tasks.online_batch(key, spec.task, probs, member.subsets_TxK, spec.batch), state
+  perm = None
+  if _shuffles(spec):  # `step` is not batched over members, so this stays a real cond under vmap
+    nb = tasks.batches_per_epoch(spec.D, spec.batch)
+    perm = jax.lax.cond(step % nb == 0, lambda: tasks.epoch_perm(member.shuffle_key, step // nb, spec.D),
+                        lambda: state["perm"])
+    state = {**state, "perm": perm}
+  return tasks.dataset_batch(member.data, perm, step, spec.task, spec.batch), state
+
+
+def logits_fn(params: models.Params, batch: tasks.Batch, spec: Spec) -> jax.Array:
+  if spec.onehot_lookup:
+    return models.apply_lookup(params, batch.task_B, batch.bits_BxN, spec.model.activation)
+  x = tasks.to_inputs(batch.task_B, batch.bits_BxN, spec.task.n_tasks)
+  return models.apply(params, x, spec.model.activation)
+
+
+def per_example(params: models.Params, batch: tasks.Batch, spec: Spec) -> tuple[jax.Array, jax.Array]:
+  """Cross-entropy (nats) and 0/1 correctness of every example."""
+  logits = logits_fn(params, batch, spec)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.y_B)
+  return ce, (jnp.argmax(logits, axis=-1) == batch.y_B).astype(jnp.float32)
+
+
+def loss_fn(params: models.Params, batch: tasks.Batch, spec: Spec) -> jax.Array:
+  """Mean CE in nats over the (unmasked) batch."""
+  ce, _ = per_example(params, batch, spec)
+  return jnp.sum(ce * batch.weight_B) / jnp.sum(batch.weight_B)
+
+
+def train_step(state: State, batch: tasks.Batch, member: Member, spec: Spec) -> tuple[State, dict[str, jax.Array]]:
+  """One optimizer step on `batch`; returns the new state and scalar metrics (loss in nats, l2 norms)."""
+  loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, spec)
+  updates, opt = make_optimizer(spec, member).update(grads, state["opt"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "update_norm": optax.global_norm(updates),
+             "param_norm": optax.global_norm(params)}
+  return {**state, "params": params, "opt": opt}, metrics
+
+
+def evaluate(state: State, member: Member, step: jax.Array, spec: Spec) -> dict[str, jax.Array]:
+  """Per-subtask CE (nats) and accuracy on `eval_per_task` fresh samples each, in one batched forward.
+
+  Also the frequency-weighted means Σ p_i L_i and Σ p_i A_i, and the loss on the training batch of `step`.
+  """
+  key = jax.random.fold_in(member.eval_key, step)
+  batch = tasks.eval_batch(key, spec.task, member.subsets_TxK, spec.eval_per_task)
+  ce, correct = per_example(state["params"], batch, spec)
+  loss_T = ce.reshape(spec.task.n_tasks, spec.eval_per_task).mean(axis=1)
+  acc_T = correct.reshape(spec.task.n_tasks, spec.eval_per_task).mean(axis=1)
+  probs = tasks.task_probs(spec.task, member.alpha)
+  train_batch, _ = get_batch(state, member, step, spec)
+  return {"test_loss_task": loss_T, "test_acc_task": acc_T, "test_loss": jnp.dot(probs, loss_T),
+          "test_acc": jnp.dot(probs, acc_T), "train_loss": loss_fn(state["params"], train_batch, spec)}
+
+
+def chunk(state: State, member: Member, start: jax.Array, *, spec: Spec, n_steps: int):
+  """Evaluates at `start`, then scans `n_steps` training steps. Returns (state, eval, mean step metrics)."""
+  evals = evaluate(state, member, start, spec)
+
+  def body(state, step):
+    batch, state = get_batch(state, member, step, spec)
+    return train_step(state, batch, member, spec)
+
+  state, metrics = jax.lax.scan(body, state, start + jnp.arange(n_steps, dtype=jnp.int32))
+  return state, evals, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+
+# Compiled entry points: one program per Spec, vmapped over the leading (member) axis of states and members.
+jit_train_step = jax.jit(train_step, static_argnames=("spec",), donate_argnums=(0,))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def make_members(seed_keys, alphas, lrs, weight_decays, subsets_MxTxK, *, spec: Spec) -> Member:
+  return jax.vmap(functools.partial(make_member, spec=spec))(seed_keys, alphas, lrs, weight_decays, subsets_MxTxK)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def init_states(members: Member, *, spec: Spec) -> State:
+  return jax.vmap(functools.partial(init_state, spec=spec))(members)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "n_steps"), donate_argnums=(0,))
+def run_chunk(states: State, members: Member, start: jax.Array, *, spec: Spec, n_steps: int):
+  return jax.vmap(functools.partial(chunk, spec=spec, n_steps=n_steps), in_axes=(0, 0, None))(states, members, start)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def run_eval(states: State, members: Member, step: jax.Array, *, spec: Spec) -> dict[str, jax.Array]:
+  return jax.vmap(functools.partial(evaluate, spec=spec), in_axes=(0, 0, None))(states, members, step)
