@@ -67,13 +67,13 @@ def param_count(spec: MLPSpec) -> int:
 def _head(params: Params, h: jax.Array, activation: str) -> jax.Array:
   act = ACTIVATIONS[activation]
   for layer in params[1:]:
-    h = act(h) @ layer["w"] + layer["b"]
+    h = act(h) @ layer["w"] + layer["b"][None, :]
   return h
 
 
 def apply(params: Params, x_BxI: jax.Array, activation: str = "relu") -> jax.Array:
   """Logits (B, out_dim) of a dense input."""
-  return _head(params, x_BxI @ params[0]["w"] + params[0]["b"], activation)
+  return _head(params, x_BxI @ params[0]["w"] + params[0]["b"][None, :], activation)
 
 
 def apply_lookup(params: Params, task_B: jax.Array, bits_BxN: jax.Array, activation: str = "relu") -> jax.Array:
@@ -83,7 +83,7 @@ def apply_lookup(params: Params, task_B: jax.Array, bits_BxN: jax.Array, activat
   """
   w = params[0]["w"]
   n_tasks = w.shape[0] - bits_BxN.shape[1]
-  h = w[:n_tasks][task_B] + bits_BxN.astype(jnp.float32) @ w[n_tasks:] + params[0]["b"]
+  h = w[:n_tasks][task_B] + bits_BxN.astype(jnp.float32) @ w[n_tasks:] + params[0]["b"][None, :]
   return _head(params, h, activation)
 
 

@@ -196,14 +196,16 @@ class _PointRun:
     arrays = {k: np.stack(v, axis=1) for k, v in records.items()}  # [M, n_logs, ...]
     io.save_npz(self.npz, complete=np.asarray(complete), **arrays)
 
-  def _check_finite(self, step: int, values: dict[str, np.ndarray]) -> None:
+  def _check_finite(self, step: int | np.ndarray, values: dict[str, np.ndarray]) -> None:
+    """Raises FloatingPointError naming the step and sweep member of the first non-finite value."""
     for name, v in values.items():
       bad = np.nonzero(~np.isfinite(v[: self.p.n_members]))[0]
       if bad.size:
         i = int(bad[0])
+        at = int(step[i]) if np.ndim(step) else step
         raise FloatingPointError(
-            f"non-finite {name} at step {step} in shape point width={self.width}, D={self.D}, sweep member {i} "
-            f"{self.p.member_coords(i)}; the workdir keeps everything written before this chunk")
+            f"non-finite {name} at step {at} in shape point width={self.width}, D={self.D}, sweep member {i} "
+            f"{self.p.member_coords(i)}; the workdir keeps everything written before")
 
   def _log(self, step: int, ev: dict[str, np.ndarray], extra: dict[str, Any], t0: float, s0: int) -> dict[str, Any]:
     M = self.p.n_members
@@ -240,8 +242,9 @@ class _PointRun:
       saved = io.load_npz(self.npz)
       saved.pop("complete")
       records = {k: list(np.moveaxis(v[:, :start], 1, 0)) for k, v in saved.items()}
-      io.drop_metrics(self.workdir, lambda r: r.get("point") == self.name and r["step"] >= latest)
       logging.info("%s: resumed from step %d", self.name, latest)
+    # Forget metric lines of steps that will be recomputed (written after the last checkpoint of a killed run).
+    io.drop_metrics(self.workdir, lambda r: r.get("point") == self.name and r["step"] >= start * self.log_every)
 
     def add(ev: dict[str, np.ndarray]) -> None:
       for k, v in ev.items():
@@ -253,12 +256,13 @@ class _PointRun:
       step = c * self.log_every
       states, ev, tm = train.run_chunk(states, members, jnp.int32(step), spec=self.spec, n_steps=self.log_every)
       ev, tm = jax.device_get((ev, tm))
-      self._check_finite(step, {"test loss": ev["test_loss"], "train loss": ev["train_loss"],
-                                "chunk train loss": tm["loss"]})
+      self._check_finite(step, {"test loss": ev["test_loss"], "train loss": ev["train_loss"]})
       add(ev)
+      bad_step = tm.pop("first_nonfinite_step")
       chunk_stats = {f"chunk_{k}": float(np.mean(v[: self.p.n_members])) for k, v in tm.items()}
       rec = self._log(step, ev, chunk_stats, t0, s0)
       io.append_metrics(self.workdir, [rec])
+      self._check_finite(bad_step, {"training loss": np.where(bad_step >= 0, np.nan, 0.0)})
       if (c + 1) % ckpt_every == 0 or c + 1 == self.n_chunks:
         self._save_records(records, complete=False)
         io.save_checkpoint(mngr, (c + 1) * self.log_every, states)

@@ -136,8 +136,8 @@ def train_step(state: State, batch: tasks.Batch, member: Member, spec: Spec) -> 
   loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, spec)
   updates, opt = make_optimizer(spec, member).update(grads, state["opt"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "update_norm": optax.global_norm(updates),
-             "param_norm": optax.global_norm(params)}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "update_norm": optax.tree.norm(updates),
+             "param_norm": optax.tree.norm(params)}
   return {**state, "params": params, "opt": opt}, metrics
 
 
@@ -158,15 +158,22 @@ def evaluate(state: State, member: Member, step: jax.Array, spec: Spec) -> dict[
 
 
 def chunk(state: State, member: Member, start: jax.Array, *, spec: Spec, n_steps: int):
-  """Evaluates at `start`, then scans `n_steps` training steps. Returns (state, eval, mean step metrics)."""
+  """Evaluates at `start`, then scans `n_steps` training steps.
+
+  Returns (state, eval at `start`, step metrics averaged over the chunk plus `first_nonfinite_step`, -1 if none).
+  """
   evals = evaluate(state, member, start, spec)
 
   def body(state, step):
     batch, state = get_batch(state, member, step, spec)
     return train_step(state, batch, member, spec)
 
-  state, metrics = jax.lax.scan(body, state, start + jnp.arange(n_steps, dtype=jnp.int32))
-  return state, evals, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+  steps = start + jnp.arange(n_steps, dtype=jnp.int32)
+  state, metrics = jax.lax.scan(body, state, steps)
+  bad = ~jnp.isfinite(metrics["loss"])
+  summary = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+  summary["first_nonfinite_step"] = jnp.where(bad.any(), steps[jnp.argmax(bad)], -1)
+  return state, evals, summary
 
 
 # Compiled entry points: one program per Spec, vmapped over the leading (member) axis of states and members.

@@ -1,0 +1,127 @@
+"""The sweep engine: sharding, resume, NaN handling, the workdir."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from helpers import tiny_config
+from scaling import io, sweep, train
+
+ARRAYS = ("test_loss_task", "test_acc_task", "test_loss", "test_acc", "train_loss")
+
+
+def test_sweep_axes_and_workdir_contents(tmp_path):
+  c = tiny_config()
+  curves = sweep.run(c, str(tmp_path / "wd"))
+  assert curves.axes["test_loss_task"] == sweep.AXES
+  assert curves["test_loss_task"].shape == (2, 1, 2, 2, 1, 1, 5, 5)
+  np.testing.assert_array_equal(curves.coords["log_step"], [0, 50, 100, 150, 200])
+  np.testing.assert_array_equal(curves["params"], [8 * (5 + 12 + 3) + 2, 16 * 20 + 2])
+  assert np.isfinite(curves["test_loss"]).all()
+  np.testing.assert_allclose(curves["test_loss"][..., 0], np.log(2), atol=0.05)  # chance at init
+  loaded = io.load_workdir(str(tmp_path / "wd"))
+  for name in ARRAYS:
+    np.testing.assert_array_equal(loaded[name], curves[name])
+  df = loaded.to_dataframe()
+  assert len(df) == 2 * 2 * 2 * 5 and {"width", "seed", "alpha", "log_step", "test_loss"} <= set(df.columns)
+  records = io.read_metrics(str(tmp_path / "wd"))
+  assert len(records) == 2 * 5
+  assert {"step", "time", "steps_per_s", "test_loss_bits", "train_loss_bits"} <= set(records[-1])
+  assert json.load(open(tmp_path / "wd" / "config.json"))["sweep"]["width"] == [8, 16]
+  assert not [f for f in os.listdir(tmp_path / "wd") if f.startswith(".tmp")]
+
+
+def test_four_devices_equal_one(tmp_path):
+  assert jax.local_device_count() == 4, "conftest sets 4 simulated CPU devices"
+  c = tiny_config(sweep=dict(width=(8,), alpha=(0.4, 0.6, 0.8)))  # 6 members: padded to 8 on 4 devices
+  four = sweep.run(c, str(tmp_path / "four"))
+  one = sweep.run(c, str(tmp_path / "one"), devices=jax.local_devices()[:1])
+  for name in ARRAYS:
+    np.testing.assert_allclose(four[name], one[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+class _Killed(Exception):
+  pass
+
+
+@pytest.mark.parametrize("checkpoint_every,kill_after", [(1, 3), (2, 3)])
+def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kill_after):
+  """Kill mid-sweep (between checkpoints when checkpoint_every=2), re-run: curves equal an uninterrupted run."""
+  c = tiny_config(train=dict(checkpoint_every=checkpoint_every), sweep=dict(D=(-1, 700)))
+  full = sweep.run(c, str(tmp_path / "full"))
+  real, calls = train.run_chunk, []
+
+  def dying(*args, **kwargs):
+    calls.append(1)
+    if len(calls) > kill_after + 4:  # 4 chunks per point: dies inside the second shape point
+      raise _Killed()
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(train, "run_chunk", dying)
+  with pytest.raises(_Killed):
+    sweep.run(c, str(tmp_path / "resumed"))
+  monkeypatch.setattr(train, "run_chunk", real)
+  resumed = sweep.run(c, str(tmp_path / "resumed"))
+  for name in ARRAYS:
+    np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
+  steps = [(r["point"], r["step"]) for r in io.read_metrics(str(tmp_path / "resumed"))]
+  assert len(steps) == len(set(steps)) == 4 * 5, "metrics.jsonl has one line per point and log step"
+
+
+def test_nan_stops_with_step_and_member_named(tmp_path):
+  c = tiny_config(train=dict(optimizer="sgd", checkpoint_every=1), sweep=dict(lr=(1e-3, 1e38), width=(8,)))
+  wd = tmp_path / "wd"
+  with pytest.raises(FloatingPointError, match=r"step \d+ .*width=8.*member \d+ .*'lr': 1e\+38"):
+    sweep.run(c, str(wd))
+  assert (wd / "config.json").exists()
+  assert io.read_metrics(str(wd)), "lines written before the NaN chunk are kept"
+
+
+def _bad(**sections):
+  return lambda: tiny_config(**sections)
+
+
+@pytest.mark.parametrize("make,match", [
+    (_bad(task=dict(k=13)), "exceeds"),
+    (_bad(task=dict(n_tasks=300, n=10, k=3)), "distinct subsets"),
+    (_bad(sweep=dict(width=(8, 0))), "sweep.width"),
+    (_bad(sweep=dict(width=(-4,))), "sweep.width"),
+    (_bad(train=dict(batch_size=0)), "batch_size"),
+    (_bad(train=dict(steps=0)), "steps"),
+    (_bad(train=dict(steps=120)), "multiple of"),
+    (_bad(sweep=dict(alpha=(0.4, 0.0))), "alpha"),
+    (_bad(sweep=dict(alpha=(-0.5,))), "alpha"),
+    (_bad(sweep=dict(D=(0,))), "sweep.D"),
+    (_bad(sweep=dict(D=(-3,))), "sweep.D"),
+    (_bad(sweep=dict(seeds=0)), "seeds"),
+    (_bad(sweep=dict(lr=(0.0,))), "sweep.lr"),
+    (_bad(model=dict(activation="swish")), "activation"),
+    (_bad(train=dict(optimizer="lion")), "optimizer"),
+])
+def test_bad_config_raises_before_writing(tmp_path, monkeypatch, make, match):
+  compiled = []
+  monkeypatch.setattr(train, "make_members", lambda *a, **k: compiled.append(1))
+  with pytest.raises(ValueError, match=match):
+    sweep.run(make(), str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists() and not compiled
+
+
+def test_unknown_config_key_raises(tmp_path):
+  cfg = tiny_config().to_dict()
+  cfg["train"]["learning_rate"] = 1e-3
+  with pytest.raises(ValueError, match="unknown config keys.*train.learning_rate"):
+    sweep.run(cfg, str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists()
+
+
+def test_workdir_with_other_config_is_refused_and_kept(tmp_path):
+  wd = tmp_path / "wd"
+  sweep.run(tiny_config(sweep=dict(width=(8,))), str(wd))
+  before = {p: open(os.path.join(wd, p), "rb").read() for p in ("config.json", "metrics.jsonl", "curves.npz")}
+  with pytest.raises(ValueError, match=r"different config.*train.steps: 200 -> 400"):
+    sweep.run(tiny_config(sweep=dict(width=(8,)), train=dict(steps=400)), str(wd))
+  for p, data in before.items():
+    assert open(os.path.join(wd, p), "rb").read() == data
