@@ -207,13 +207,14 @@ class _PointRun:
             f"non-finite {name} at step {at} in shape point width={self.width}, D={self.D}, sweep member {i} "
             f"{self.p.member_coords(i)}; the workdir keeps everything written before")
 
-  def _log(self, step: int, ev: dict[str, np.ndarray], extra: dict[str, Any], t0: float, s0: int) -> dict[str, Any]:
+  def _log(self, step: int, ev: dict[str, np.ndarray], extra: dict[str, Any], t0: float, done: int) -> dict[str, Any]:
+    """The metrics.jsonl record of log step `step`; `done` training steps took the time since `t0`."""
     M = self.p.n_members
     bits = ev["test_loss"][:M] / np.log(2)
     learned = (ev["test_loss_task"][:M] / np.log(2) < LEARNED_BITS).sum(axis=1)
-    elapsed = time.time() - t0
-    rec = {"point": self.name, "width": self.width, "D": self.D, "step": step, "time": time.time(),
-           "steps_per_s": (step - s0) / elapsed if elapsed > 0 and step > s0 else None,
+    now = time.time()
+    rec = {"point": self.name, "width": self.width, "D": self.D, "step": step, "time": now,
+           "steps_per_s": done / (now - t0) if done else None,
            "test_loss_bits": float(bits.mean()), "test_loss_bits_min": float(bits.min()),
            "test_loss_bits_max": float(bits.max()), "train_loss_bits": float(ev["train_loss"][:M].mean() / np.log(2)),
            "n_learned": float(learned.mean()), **extra}
@@ -233,6 +234,13 @@ class _PointRun:
     states = train.init_states(members, spec=self.spec)
     mngr = io.checkpoint_manager(os.path.join(self.workdir, "checkpoints", self.name),
                                  self.p.config["train"]["max_to_keep"])
+    try:
+      return self._train(mngr, members, states)
+    finally:
+      mngr.wait_until_finished()  # a killed or failed run still finishes the checkpoint it started
+      mngr.close()
+
+  def _train(self, mngr, members: train.Member, states: train.State) -> dict[str, np.ndarray]:
     records: dict[str, list[np.ndarray]] = {}
     start = 0
     latest = mngr.latest_step()
@@ -260,7 +268,7 @@ class _PointRun:
       add(ev)
       bad_step = tm.pop("first_nonfinite_step")
       chunk_stats = {f"chunk_{k}": float(np.mean(v[: self.p.n_members])) for k, v in tm.items()}
-      rec = self._log(step, ev, chunk_stats, t0, s0)
+      rec = self._log(step, ev, chunk_stats, t0, (c + 1) * self.log_every - s0)
       io.append_metrics(self.workdir, [rec])
       self._check_finite(bad_step, {"training loss": np.where(bad_step >= 0, np.nan, 0.0)})
       if (c + 1) % ckpt_every == 0 or c + 1 == self.n_chunks:
@@ -278,9 +286,7 @@ class _PointRun:
     ev = jax.device_get(train.run_eval(states, members, jnp.int32(final), spec=self.spec))
     self._check_finite(final, {"test loss": ev["test_loss"], "train loss": ev["train_loss"]})
     add(ev)
-    io.append_metrics(self.workdir, [self._log(final, ev, {}, t0, s0)])
-    mngr.wait_until_finished()
-    mngr.close()
+    io.append_metrics(self.workdir, [self._log(final, ev, {}, t0, final - s0)])
     self._save_records(records, complete=True)
     return {k: np.stack(v, axis=1) for k, v in records.items()}
 

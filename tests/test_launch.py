@@ -1,0 +1,71 @@
+"""The launcher end to end on `:quick`, config variants, config_flags overrides."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import quanta_msp
+from scaling import io, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch(*args, env_extra=None):
+  env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
+  return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
+
+
+def test_launcher_quick_end_to_end_and_rerun_resumes(tmp_path):
+  wd = tmp_path / "quick"
+  r = _launch("--config=configs/quanta_msp.py:quick", f"--workdir={wd}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "width" in r.stdout and "loss [bit]" in r.stdout and "learned" in r.stdout
+  c = quanta_msp.get_config("quick")
+  assert len([l for l in r.stdout.splitlines() if l.strip().startswith(tuple(map(str, c.sweep.width)))]) == 6
+  assert (wd / "summary.png").stat().st_size > 10_000
+  curves = io.load_workdir(str(wd))
+  final = curves["test_loss"][:, 0, :, 0, 0, 0, -1].mean(axis=1) / np.log(2)
+  assert final[-1] < final[0] - 0.2, f"wider nets reach lower loss: {final}"
+  assert "steps/s" in r.stderr and "ETA" in r.stderr
+  again = _launch("--config=configs/quanta_msp.py:quick", f"--workdir={wd}")
+  assert again.returncode == 0 and "complete, skipping" in again.stderr
+
+
+def test_launcher_overrides_and_unknown_keys(tmp_path):
+  r = _launch("--config=configs/quanta_msp.py:quick", f"--workdir={tmp_path / 'a'}", "--config.train.lr=0.1")
+  assert r.returncode != 0 and "lr" in r.stderr and not (tmp_path / "a").exists()
+  r = _launch("--config=configs/quanta_msp.py:quick", f"--workdir={tmp_path / 'b'}", "--config.sweep.width=(8,)",
+              "--config.train.steps=100", "--config.sweep.seeds=1")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert io.load_workdir(str(tmp_path / "b"))["test_loss"].shape[:3] == (1, 1, 1)
+
+
+@pytest.mark.parametrize("variant,widths,Ds,alphas,seeds,steps", [
+    ("fig2_n", [9, 11, 13, 14, 17, 19, 22, 25, 29, 33, 38, 44, 50, 57, 66, 75, 86, 99, 113, 129, 148, 169, 194, 222,
+                254, 291, 333, 381, 436, 500], [-1], [0.4], 1, 200_000),
+    ("fig2_d", [500], "D-scaling-6", [0.4], 1, 1_000_000),
+    ("fig10_n", [9, 11, 14, 17, 20, 24, 29, 35, 41, 50, 59, 71, 85, 102, 122, 146, 175, 209, 250, 300], [-1],
+     [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], 3, 100_000),
+    ("fig10_d", [500], "D-scaling-9", list(np.round(np.arange(0.1, 0.801, 0.05), 3)), 1, 100_000),
+])
+def test_paper_variants_match_spec_grids(variant, widths, Ds, alphas, seeds, steps):
+  c = quanta_msp.get_config(variant)
+  p = sweep.plan(c)  # validates without compiling
+  assert list(p.widths) == widths
+  if Ds == "D-scaling-6":
+    assert len(p.Ds) == 30 and p.Ds[:3] == (9999, 12389, 15350) and p.Ds[-2:] == (4035543, 4999999)
+  elif Ds == "D-scaling-9":
+    assert len(p.Ds) == 25 and p.Ds[:3] == (9999, 12955, 16784) and p.Ds[-2:] == (3859338, 4999999)
+  else:
+    assert list(p.Ds) == Ds
+  np.testing.assert_allclose(p.grid["alpha"], alphas)
+  assert len(p.grid["seed"]) == seeds and c.train.steps == steps
+  assert (c.task.n_tasks, c.task.n, c.task.k, c.train.batch_size) == (500, 100, 3, 20000)
+  assert c.sweep.lr == (1e-3,) and c.train.optimizer == "adam"
+  if variant == "fig10_n":  # the original's seeds 0, 1, 2 also seeded the subsets
+    assert not np.array_equal(p.subsets[0], p.subsets[1])
+  assert quanta_msp.__doc__.count(f"configs/quanta_msp.py:{variant} ") == 1
