@@ -6,7 +6,7 @@ and `weight_decay` are vmapped inside that program (and sharded over all local d
 
 Variants (`--config=configs/quanta_msp.py:<variant>`):
 
-quick   CPU demo: 10 tasks, n=30, k=3, widths 4..128, 2 seeds, 4k steps. About 1-2 min on 2 CPU cores.
+quick   CPU demo: 10 tasks, n=30, k=3, widths 4..256, 2 seeds, batch 2048, 5k steps. About 1-2 min on 2 CPU cores.
           python -m launch.train --config=configs/quanta_msp.py:quick --workdir=runs/quick
         Expect: loss falls with width from ~0.6 bit to <0.1 bit; the widest nets learn most of the 10 subtasks.
 
@@ -56,8 +56,8 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
   c = msp_config()  # the paper's task, model and optimizer (v4 script)
   if arg == "quick":
     c.task.update(n_tasks=10, n=30, k=3)
-    c.train.update(batch_size=1024, steps=4000, log_every=100, eval_per_task=500, checkpoint_every=10)
-    c.sweep.update(width=(4, 8, 16, 32, 64, 128), seeds=2)
+    c.train.update(batch_size=2048, steps=5000, log_every=100, eval_per_task=500, checkpoint_every=10)
+    c.sweep.update(width=(4, 8, 16, 32, 64, 128, 256), seeds=2)
   elif arg == "small":
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=10_000, log_every=100, eval_per_task=1000, checkpoint_every=20)

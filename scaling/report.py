@@ -71,14 +71,15 @@ def plot_summary(curves: io.Curves, path: str) -> str:
   ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="final mean test loss [bits]",
          title="loss vs N")
   for axis in (ax.xaxis, ax.yaxis):
+    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    axis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation())
   if others:
     ax.legend(fontsize=7)
   T = min(EMERGENCE_TASKS, loss_task.shape[-1])
   grid = np.nanmean(loss_task[:, 0, :, 0, 0, 0, :T], axis=1).T  # [task, width], first combination, seed mean
   im = hm.imshow(grid, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-  hm.set_xticks(range(len(N)), [f"{n:.0e}" if n >= 1e4 else str(n) for n in N], rotation=60, fontsize=7)
+  hm.set_xticks(range(len(N)), [f"{n:.2g}" if n >= 1e5 else str(n) for n in N], rotation=60, fontsize=7)
   hm.set(xlabel="parameters N", ylabel="subtask (frequency rank)", title=f"per-subtask final loss, first {T}")
   fig.colorbar(im, ax=hm, label="test loss [bits]")
   fig.tight_layout()

@@ -25,7 +25,8 @@ def test_launcher_quick_end_to_end_and_rerun_resumes(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   assert "width" in r.stdout and "loss [bit]" in r.stdout and "learned" in r.stdout
   c = quanta_msp.get_config("quick")
-  assert len([l for l in r.stdout.splitlines() if l.strip().startswith(tuple(map(str, c.sweep.width)))]) == 6
+  rows = [l.split()[0] for l in r.stdout.splitlines() if l.strip() and l.split()[0].isdigit()]
+  assert rows == [str(w) for w in c.sweep.width]
   assert (wd / "summary.png").stat().st_size > 10_000
   curves = io.load_workdir(str(wd))
   final = curves["test_loss"][:, 0, :, 0, 0, 0, -1].mean(axis=1) / np.log(2)
