@@ -18,6 +18,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  jax.config.update("jax_transfer_guard", "disallow")  # implicit host<->device copies are bugs in the hot loop
   logging.info("JAX %s, backend %s, local devices: %s", jax.__version__, jax.default_backend(), jax.local_devices())
   sweep.run(_CONFIG.value, _WORKDIR.value, summarize=True)
 
