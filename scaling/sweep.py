@@ -27,6 +27,7 @@ VMAP_AXES = ("seed", "alpha", "lr", "weight_decay")
 AXES = SHAPE_AXES + VMAP_AXES + ("log_step", "task")
 LEARNED_BITS = 0.1  # a subtask counts as learned below 0.1 bit (spec §2, Fig 8 convention)
 _LOG_SECONDS = 10.0
+PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
 
 def msp_config() -> ml_collections.ConfigDict:
@@ -40,7 +41,10 @@ def msp_config() -> ml_collections.ConfigDict:
       subset_seed=0,  # Python `random` seed of the subsets (the original used its run seed, 0 in the paper)
       subsets_per_seed=False,  # True: seed index i uses subsets of subset_seed + i (the original's multi-seed sweeps)
   ))
-  c.model = ml_collections.ConfigDict(dict(depth=2, activation="relu", onehot_lookup=True))
+  c.model = ml_collections.ConfigDict(dict(
+      depth=2, activation="relu", onehot_lookup=True,
+      matmul_precision="highest",  # f32 matmuls, as the original (PyTorch disables TF32); "default" allows TF32
+  ))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=20000, steps=200_000, log_every=100, eval_per_task=1000,
       optimizer="adam", b1=0.9, b2=0.999, eps=1e-8,
@@ -98,7 +102,7 @@ class Plan:
     t, m = self.config["train"], self.config["model"]
     mlp = models.MLPSpec(self.task.input_dim, width, 2, m["depth"], m["activation"])
     return train.Spec(self.task, mlp, t["batch_size"], D, t["eval_per_task"], t["optimizer"], t["b1"], t["b2"],
-                      t["eps"], m["onehot_lookup"])
+                      t["eps"], m["onehot_lookup"], m["matmul_precision"])
 
 
 def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
@@ -138,6 +142,8 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
   for wd in _as_tuple(sw["weight_decay"]):
     if not wd >= 0:
       raise ValueError(f"sweep.weight_decay must be >= 0, got {wd!r}")
+  if m["matmul_precision"] not in PRECISIONS:
+    raise ValueError(f"model.matmul_precision must be one of {PRECISIONS}, got {m['matmul_precision']!r}")
   if tr["optimizer"] not in train.OPTIMIZERS:
     raise ValueError(f"train.optimizer must be one of {train.OPTIMIZERS}, got {tr['optimizer']!r}")
   for name, values in (("width", sw["width"]), ("D", sw["D"]), ("alpha", sw["alpha"]), ("lr", sw["lr"]),

@@ -38,6 +38,7 @@ class Spec:
   b2: float = 0.999
   eps: float = 1e-8
   onehot_lookup: bool = True
+  matmul_precision: str = "highest"  # true f32 matmuls as PyTorch's default; "default" allows TF32 on GPUs
 
   @property
   def online(self) -> bool:
@@ -112,10 +113,11 @@ def get_batch(state: State, member: Member, step: jax.Array, spec: Spec) -> tupl
 
 
 def logits_fn(params: models.Params, batch: tasks.Batch, spec: Spec) -> jax.Array:
-  if spec.onehot_lookup:
-    return models.apply_lookup(params, batch.task_B, batch.bits_BxN, spec.model.activation)
-  x = tasks.to_inputs(batch.task_B, batch.bits_BxN, spec.task.n_tasks)
-  return models.apply(params, x, spec.model.activation)
+  with jax.default_matmul_precision(spec.matmul_precision):
+    if spec.onehot_lookup:
+      return models.apply_lookup(params, batch.task_B, batch.bits_BxN, spec.model.activation)
+    x = tasks.to_inputs(batch.task_B, batch.bits_BxN, spec.task.n_tasks)
+    return models.apply(params, x, spec.model.activation)
 
 
 def per_example(params: models.Params, batch: tasks.Batch, spec: Spec) -> tuple[jax.Array, jax.Array]:

@@ -100,6 +100,7 @@ def _bad(**sections):
     (_bad(sweep=dict(lr=(0.0,))), "sweep.lr"),
     (_bad(model=dict(activation="swish")), "activation"),
     (_bad(train=dict(optimizer="lion")), "optimizer"),
+    (_bad(model=dict(matmul_precision="fp8")), "matmul_precision"),
 ])
 def test_bad_config_raises_before_writing(tmp_path, monkeypatch, make, match):
   compiled = []
