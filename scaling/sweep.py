@@ -50,6 +50,9 @@ def msp_config() -> ml_collections.ConfigDict:
       optimizer="adam", b1=0.9, b2=0.999, eps=1e-8,
       checkpoint_every=100,  # in chunks of log_every steps
       max_to_keep=2,
+      # v5's early stopping, per member (frozen once stopped): after step stop_after, stop when the logged mean
+      # test loss rose at stop_patience consecutive logs. The paper's figures used v4 (no stopping).
+      stop_early=False, stop_after=4000, stop_patience=10,
   ))
   c.sweep = ml_collections.ConfigDict(dict(
       width=(500,),  # looped: one program per width
@@ -102,7 +105,8 @@ class Plan:
     t, m = self.config["train"], self.config["model"]
     mlp = models.MLPSpec(self.task.input_dim, width, 2, m["depth"], m["activation"])
     return train.Spec(self.task, mlp, t["batch_size"], D, t["eval_per_task"], t["optimizer"], t["b1"], t["b2"],
-                      t["eps"], m["onehot_lookup"], m["matmul_precision"])
+                      t["eps"], m["onehot_lookup"], m["matmul_precision"], t["stop_early"], t["stop_after"],
+                      t["stop_patience"])
 
 
 def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
@@ -127,6 +131,9 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
   positive("train.eval_per_task", [tr["eval_per_task"]])
   positive("train.checkpoint_every", [tr["checkpoint_every"]])
   positive("train.max_to_keep", [tr["max_to_keep"]])
+  positive("train.stop_patience", [tr["stop_patience"]])
+  if not isinstance(tr["stop_after"], (int, np.integer)) or tr["stop_after"] < 0:
+    raise ValueError(f"train.stop_after must be an integer >= 0, got {tr['stop_after']!r}")
   positive("sweep.seeds", [sw["seeds"]])
   positive("model.depth", [m["depth"]])
   positive("sweep.lr", _as_tuple(sw["lr"]), integer=False)
@@ -198,9 +205,9 @@ class _PointRun:
     self.log_every = p.config["train"]["log_every"]
     self.n_chunks = p.config["train"]["steps"] // self.log_every
 
-  def _save_records(self, records: dict[str, list[np.ndarray]], complete: bool) -> None:
+  def _save_partial(self, records: dict[str, list[np.ndarray]]) -> None:
     arrays = {k: np.stack(v, axis=1) for k, v in records.items()}  # [M, n_logs, ...]
-    io.save_npz(self.npz, complete=np.asarray(complete), **arrays)
+    io.save_npz(self.npz, complete=np.asarray(False), **arrays)
 
   def _check_finite(self, step: int | np.ndarray, values: dict[str, np.ndarray]) -> None:
     """Raises FloatingPointError naming the step and sweep member of the first non-finite value."""
@@ -269,18 +276,21 @@ class _PointRun:
     t0, s0, last_log = time.time(), start * self.log_every, 0.0
     for c in range(start, self.n_chunks):
       step = c * self.log_every
-      start = jax.device_put(np.int32(step), self.replicated)
-      states, ev, tm = train.run_chunk(states, members, start, spec=self.spec, n_steps=self.log_every)
-      ev, tm = jax.device_get((ev, tm))
+      step_arr = jax.device_put(np.int32(step), self.replicated)
+      if self._all_stopped(states):  # every member stopped early: only evaluate the frozen nets
+        ev, tm = jax.device_get(train.run_eval(states, members, step_arr, spec=self.spec)), {}
+      else:
+        states, ev, tm = train.run_chunk(states, members, step_arr, spec=self.spec, n_steps=self.log_every)
+        ev, tm = jax.device_get((ev, tm))
       self._check_finite(step, {"test loss": ev["test_loss"], "train loss": ev["train_loss"]})
       add(ev)
-      bad_step = tm.pop("first_nonfinite_step")
+      bad_step = tm.pop("first_nonfinite_step", np.full(1, -1))
       chunk_stats = {f"chunk_{k}": float(np.mean(v[: self.p.n_members])) for k, v in tm.items()}
       rec = self._log(step, ev, chunk_stats, t0, (c + 1) * self.log_every - s0)
       io.append_metrics(self.workdir, [rec])
       self._check_finite(bad_step, {"training loss": np.where(bad_step >= 0, np.nan, 0.0)})
       if (c + 1) % ckpt_every == 0 or c + 1 == self.n_chunks:
-        self._save_records(records, complete=False)
+        self._save_partial(records)
         io.save_checkpoint(mngr, (c + 1) * self.log_every, states)
       if time.time() - last_log > _LOG_SECONDS or c + 1 == self.n_chunks:
         last_log = time.time()
@@ -296,8 +306,15 @@ class _PointRun:
     self._check_finite(final, {"test loss": ev["test_loss"], "train loss": ev["train_loss"]})
     add(ev)
     io.append_metrics(self.workdir, [self._log(final, ev, {}, t0, final - s0)])
-    self._save_records(records, complete=True)
-    return {k: np.stack(v, axis=1) for k, v in records.items()}
+    out = {k: np.stack(v, axis=1) for k, v in records.items()}
+    out["stop_step"] = np.full(self.p.n_members, -1, np.int32)
+    if self.spec.stop_early:
+      out["stop_step"] = np.asarray(jax.device_get(states["early"]["stop_step"]))[: self.p.n_members]
+    io.save_npz(self.npz, complete=np.asarray(True), **out)
+    return out
+
+  def _all_stopped(self, states: train.State) -> bool:
+    return self.spec.stop_early and bool(np.all(jax.device_get(states["early"]["stopped"])))
 
 
 def assemble(p: Plan, points: dict[tuple[int, int], dict[str, np.ndarray]]) -> io.Curves:
@@ -312,6 +329,10 @@ def assemble(p: Plan, points: dict[tuple[int, int], dict[str, np.ndarray]]) -> i
       a[i, j] = rec[name].reshape(p.grid_shape + tail)
     arrays[name] = a
     axes[name] = AXES[: len(lead) + 1] + (("task",) if len(tail) == 2 else ())
+  stop = np.full(lead, -1, np.int32)
+  for (i, j), rec in points.items():
+    stop[i, j] = rec["stop_step"].reshape(p.grid_shape)
+  arrays["stop_step"], axes["stop_step"] = stop, AXES[: len(lead)]
   with jax.transfer_guard("allow"):  # host-side bookkeeping, outside any hot loop
     arrays["probs"] = np.stack([np.asarray(tasks.task_probs(p.task, a)) for a in p.grid["alpha"]])
   axes["probs"] = ("alpha", "task")

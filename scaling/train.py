@@ -39,6 +39,11 @@ class Spec:
   eps: float = 1e-8
   onehot_lookup: bool = True
   matmul_precision: str = "highest"  # true f32 matmuls as PyTorch's default; "default" allows TF32 on GPUs
+  # Early stopping of the original v5 script: stop once step > stop_after and the logged mean test loss has risen
+  # at `stop_patience` consecutive logs. Per member: a stopped member's params and optimizer state stay frozen.
+  stop_early: bool = False
+  stop_after: int = 4000
+  stop_patience: int = 10
 
   @property
   def online(self) -> bool:
@@ -59,7 +64,9 @@ class Member(NamedTuple):
   data: tasks.Dataset | None  # fixed-D training set, None online
 
 
-State = dict[str, Any]  # {"params", "opt"} and, in fixed-D mode with minibatches, "perm" (epoch shuffle)
+# {"params", "opt"}; in fixed-D mode with minibatches also "perm" (epoch shuffle); with early stopping also "early":
+# {"stopped": bool, "rises": consecutive rises of the logged test loss, "prev": last logged loss, "stop_step"}.
+State = dict[str, Any]
 
 
 def make_optimizer(spec: Spec, member: Member) -> optax.GradientTransformation:
@@ -89,7 +96,19 @@ def init_state(member: Member, *, spec: Spec) -> State:
   state = {"params": params, "opt": make_optimizer(spec, member).init(params)}
   if _shuffles(spec):
     state["perm"] = tasks.epoch_perm(member.shuffle_key, jnp.int32(0), spec.D)
+  if spec.stop_early:
+    state["early"] = {"stopped": jnp.bool_(False), "rises": jnp.int32(0), "prev": jnp.float32(jnp.inf),
+                      "stop_step": jnp.int32(-1)}
   return state
+
+
+def update_early_stop(early: dict[str, jax.Array], test_loss: jax.Array, step: jax.Array,
+                      spec: Spec) -> dict[str, jax.Array]:
+  """Records the test loss logged at `step`; stops once step > stop_after after `stop_patience` consecutive rises."""
+  rises = jnp.where(test_loss > early["prev"], early["rises"] + 1, 0)
+  stop_now = ~early["stopped"] & (step > spec.stop_after) & (rises >= spec.stop_patience)
+  return {"stopped": early["stopped"] | stop_now, "rises": rises, "prev": test_loss,
+          "stop_step": jnp.where(stop_now, step, early["stop_step"])}
 
 
 def _shuffles(spec: Spec) -> bool:
@@ -165,10 +184,17 @@ def chunk(state: State, member: Member, start: jax.Array, *, spec: Spec, n_steps
   Returns (state, eval at `start`, step metrics averaged over the chunk plus `first_nonfinite_step`, -1 if none).
   """
   evals = evaluate(state, member, start, spec)
+  if spec.stop_early:
+    state = {**state, "early": update_early_stop(state["early"], evals["test_loss"], start, spec)}
 
   def body(state, step):
     batch, state = get_batch(state, member, step, spec)
-    return train_step(state, batch, member, spec)
+    new, metrics = train_step(state, batch, member, spec)
+    if spec.stop_early:  # a stopped member keeps its parameters and optimizer state
+      frozen = state["early"]["stopped"]
+      new = {**new, **jax.tree.map(lambda a, b: jnp.where(frozen, a, b), {k: state[k] for k in ("params", "opt")},
+                                   {k: new[k] for k in ("params", "opt")})}
+    return new, metrics
 
   steps = start + jnp.arange(n_steps, dtype=jnp.int32)
   state, metrics = jax.lax.scan(body, state, steps)

@@ -126,3 +126,22 @@ def test_workdir_with_other_config_is_refused_and_kept(tmp_path):
     sweep.run(tiny_config(sweep=dict(width=(8,)), train=dict(steps=400)), str(wd))
   for p, data in before.items():
     assert open(os.path.join(wd, p), "rb").read() == data
+
+
+def test_early_stopping_in_a_sweep(tmp_path):
+  """Fixed D=64 (full batch) overfits: members stop, their train loss stays fixed, stop steps are recorded."""
+  c = tiny_config(train=dict(steps=3000, log_every=100, stop_early=True, stop_after=500, stop_patience=2),
+                  sweep=dict(width=(64,), D=(64,), lr=(1e-2,), alpha=(0.4,)))
+  curves = sweep.run(c, str(tmp_path / "wd"))
+  stop = curves["stop_step"].reshape(-1)
+  steps = curves.coords["log_step"]
+  assert np.all(stop > 500), f"both seeds overfit and stop: {stop}"
+  train_loss = curves["train_loss"].reshape(2, -1)
+  for s, row in zip(stop, train_loss):
+    after = row[steps >= s]
+    np.testing.assert_array_equal(after, after[0])  # frozen params: identical full-batch loss
+    assert not np.all(row[steps < s] == row[0])
+  test_loss = curves["test_loss"].reshape(2, -1)
+  for s, row in zip(stop, test_loss):  # the stop came after 2 consecutive rises of the logged test loss
+    i = int(np.nonzero(steps == s)[0][0])
+    assert row[i] > row[i - 1] > row[i - 2]

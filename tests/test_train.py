@@ -84,3 +84,36 @@ def test_full_batch_when_d_below_batch():
   batch, _ = train.get_batch(jax.tree.map(lambda x: x[0], states), jax.tree.map(lambda x: x[0], members),
                              jnp.int32(3), spec)
   assert batch.task_B.shape == (40,)
+
+
+def test_early_stop_rule_on_hand_made_losses():
+  """v5 rule: after step stop_after, stop at the log where the loss has risen at `patience` consecutive logs."""
+  spec = _spec(stop_early=True, stop_after=300, stop_patience=3)
+  early = {"stopped": jnp.bool_(False), "rises": jnp.int32(0), "prev": jnp.float32(jnp.inf), "stop_step": jnp.int32(-1)}
+  losses = [1.0, 0.9, 1.0, 1.1, 1.2, 1.3, 0.5, 0.6, 0.7, 0.8, 0.9]
+  stops = []
+  for i, loss in enumerate(losses):
+    early = train.update_early_stop(early, jnp.float32(loss), jnp.int32(100 * i), spec)
+    stops.append(int(early["stop_step"]))
+  # rises at logs 2,3,4 (step 400: 3 rises and 400 > 300) -> stops at 400; later rises do not move stop_step
+  assert stops[4] == 400 and stops[-1] == 400 and stops[3] == -1
+  early = {"stopped": jnp.bool_(False), "rises": jnp.int32(0), "prev": jnp.float32(jnp.inf), "stop_step": jnp.int32(-1)}
+  for i, loss in enumerate([1.0, 1.1, 1.2, 1.3]):  # 3 rises by step 300, but not after stop_after
+    early = train.update_early_stop(early, jnp.float32(loss), jnp.int32(100 * i), spec)
+  assert not bool(early["stopped"])
+
+
+def test_early_stop_freezes_exactly_the_stopped_members():
+  spec = _spec(stop_early=True, stop_after=0, stop_patience=1)
+  members = _members(spec, [0, 1, 2], [0.4, 0.4, 0.4], [1e-3, 1e-3, 1e-3])
+  states = train.init_states(members, spec=spec)
+  # Member 1 has just seen a rise (prev below any real loss): it stops at this chunk's first log; 0 and 2 cannot.
+  states["early"]["prev"] = jnp.asarray([jnp.inf, -1.0, jnp.inf], jnp.float32)
+  before = jax.tree.map(np.asarray, states["params"])
+  states, _, _ = train.run_chunk(states, members, jnp.int32(100), spec=spec, n_steps=20)
+  np.testing.assert_array_equal(np.asarray(states["early"]["stopped"]), [False, True, False])
+  np.testing.assert_array_equal(np.asarray(states["early"]["stop_step"]), [-1, 100, -1])
+  for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(states["params"])):
+    np.testing.assert_array_equal(np.asarray(a[1]), b[1])  # frozen
+    assert not np.array_equal(np.asarray(a[0]), b[0]) and not np.array_equal(np.asarray(a[2]), b[2])
+  assert int(states["opt"][0].count[1]) == 0 and int(states["opt"][0].count[0]) == 20
