@@ -185,7 +185,7 @@ def test_headline_consistent_with_theory():
   assert flo <= quanta.residual_mass(hi, PAPER_PROBS) <= quanta.residual_mass(lo, PAPER_PROBS) <= fhi
   d_first = h["task0_threshold_examples"]["value"] / PAPER_PROBS[0]  # D·p0 ≈ 2e4  =>  flat region up to ≈ 6e4
   dlo, dhi = h["flat_region_D_max"]["band"]
-  assert d_first == pytest.approx(dlo, rel=0.01) and d_first == pytest.approx(dhi, rel=0.05)
+  assert dlo <= d_first <= dhi
   clo, chi = h["convergence_slope"]["band"]
   assert clo <= quanta.convergence_time_exponent() <= chi
   nlo, nhi = h["alpha_N_alpha04"]["band"]
