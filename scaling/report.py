@@ -51,10 +51,8 @@ def summary_table(curves: io.Curves) -> str:
 
 def plot_summary(curves: io.Curves, path: str) -> str:
   """Loss vs N (log-log, seed mean with seeds as dots) and the per-subtask emergence heat-map vs N."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import matplotlib.ticker
+  from scaling import plotting  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
+  plt = plotting.plt
 
   loss, loss_task = _final(curves)
   N = curves["params"]
@@ -70,10 +68,6 @@ def plot_summary(curves: io.Curves, path: str) -> str:
       ax.plot(np.repeat(N, l.shape[1]), l.reshape(-1), ".", color=line.get_color(), alpha=0.3)
   ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="final mean test loss [bits]",
          title="loss vs N")
-  for axis in (ax.xaxis, ax.yaxis):
-    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   if others:
     ax.legend(fontsize=7)
   T = min(EMERGENCE_TASKS, loss_task.shape[-1])
@@ -83,10 +77,7 @@ def plot_summary(curves: io.Curves, path: str) -> str:
   hm.set(xlabel="parameters N", ylabel="subtask (frequency rank)", title=f"per-subtask final loss, first {T}")
   fig.colorbar(im, ax=hm, label="test loss [bits]")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return plotting.save(fig, [path], dpi=120)[0]
 
 
 def summarize(workdir: str) -> str:
