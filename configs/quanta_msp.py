@@ -10,6 +10,11 @@ quick   CPU demo: 10 tasks, n=30, k=3, widths 4..256, 2 seeds, batch 2048, 5k st
           python -m launch.train --config=configs/quanta_msp.py:quick --workdir=runs/quick
         Expect: loss falls with width from ~0.6 bit to <0.1 bit; the widest nets learn most of the 10 subtasks.
 
+quick_d CPU demo of data scaling: the quick task at width 128, D = 1,000..100,000 (5 programs), α in {0.3, 0.6}
+        vmapped, 3k steps. About 1 min on 2 CPU cores.
+          python -m launch.train --config=configs/quanta_msp.py:quick_d --workdir=runs/quick_d
+        Expect: min-over-time loss falls with D once D reaches a few thousand; α_D and Fig 9 computable.
+
 small   Spec §8's small CI config: 10/30/3, width 128, batch 2048, 10k steps, 3 seeds (~1 min on CPU).
         Expect: subtask 0 below 0.1 bit by step ~700, mean loss 0.12-0.25 bit at 3k steps and < 0.1 bit at 10k.
 
@@ -61,6 +66,10 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=5000, log_every=100, eval_per_task=500, checkpoint_every=10)
     c.sweep.update(width=(4, 8, 16, 32, 64, 128, 256), seeds=2)
+  elif arg == "quick_d":
+    c.task.update(n_tasks=10, n=30, k=3)
+    c.train.update(batch_size=2048, steps=3000, log_every=100, eval_per_task=500, checkpoint_every=10)
+    c.sweep.update(width=(128,), D=(1000, 3000, 10_000, 30_000, 100_000), alpha=(0.3, 0.6), seeds=1)
   elif arg == "small":
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=10_000, log_every=100, eval_per_task=1000, checkpoint_every=20)
@@ -80,5 +89,5 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     c.sweep.update(width=(500,), D=log2_grid(1e4, 5e6, 25),
                    alpha=tuple(round(a, 3) for a in np.arange(0.1, 0.8001, 0.05)))
   else:
-    raise ValueError(f"unknown variant {arg!r}; one of quick, small, fig2_n, fig2_d, fig10_n, fig10_d")
+    raise ValueError(f"unknown variant {arg!r}; one of quick, quick_d, small, fig2_n, fig2_d, fig10_n, fig10_d")
   return c

@@ -25,14 +25,18 @@ def _final(curves: io.Curves) -> tuple[np.ndarray, np.ndarray]:
 
 
 def summary_table(curves: io.Curves) -> str:
-  """Rows: width, params N, any other varying axis, final mean loss in bits (mean ± sd over seeds), learned."""
+  """Rows: width, N, other varying axes, final mean loss in bits (mean ± sd over seeds), min over steps (fixed-D
+  runs), subtasks below 0.1 bit at the end."""
   loss, loss_task = _final(curves)
   learned = (loss_task < LEARNED_BITS).sum(-1).astype(float)
   learned[np.isnan(loss)] = np.nan
   others = _other_axes(curves)
   n_tasks = loss_task.shape[-1]
   n_seeds = loss.shape[2]
-  head = ["width", "N"] + others + [f"loss [bit] (seeds={n_seeds})", f"learned (of {n_tasks})"]
+  fixed_D = bool((curves.coords["D"] >= 1).any())
+  min_loss = np.nanmin(curves["test_loss"], axis=-1) / LN2  # data scaling uses the min over logged losses
+  head = (["width", "N"] + others + [f"loss [bit] (seeds={n_seeds})"] + (["min over steps [bit]"] if fixed_D else [])
+          + [f"learned (of {n_tasks})"])
   rows = []
   ranges = [range(len(curves.coords[a])) for a in ("D", "alpha", "lr", "weight_decay")]
   for i, w in enumerate(curves.coords["width"]):
@@ -43,7 +47,9 @@ def summary_table(curves: io.Curves) -> str:
       idx = dict(D=jd, alpha=ja, lr=jl, weight_decay=jw)
       sd = f" ± {np.nanstd(l):.3f}" if n_seeds > 1 else ""
       rows.append([str(w), str(curves["params"][i])] + [f"{curves.coords[a][idx[a]]:g}" for a in others]
-                  + [f"{np.nanmean(l):.3f}{sd}", f"{np.nanmean(learned[i, jd, :, ja, jl, jw]):.1f}"])
+                  + [f"{np.nanmean(l):.3f}{sd}"]
+                  + ([f"{np.nanmean(min_loss[i, jd, :, ja, jl, jw]):.3f}"] if fixed_D else [])
+                  + [f"{np.nanmean(learned[i, jd, :, ja, jl, jw]):.1f}"])
   widths = [max(len(r[c]) for r in [head] + rows) for c in range(len(head))]
   fmt = lambda r: "  ".join(v.rjust(n) for v, n in zip(r, widths))
   return "\n".join([fmt(head), fmt(["-" * n for n in widths])] + [fmt(r) for r in rows])
