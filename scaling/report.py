@@ -8,9 +8,8 @@ import os
 import numpy as np
 
 from scaling import io
-from scaling.sweep import LEARNED_BITS
+from scaling.analysis import CONVERGED_BITS, LN2
 
-LN2 = np.log(2.0)
 EMERGENCE_TASKS = 41  # the paper's heat-maps show the first 41 subtasks
 
 
@@ -28,7 +27,7 @@ def summary_table(curves: io.Curves) -> str:
   """Rows: width, N, other varying axes, final mean loss in bits (mean ± sd over seeds), min over steps (fixed-D
   runs), subtasks below 0.1 bit at the end."""
   loss, loss_task = _final(curves)
-  learned = (loss_task < LEARNED_BITS).sum(-1).astype(float)
+  learned = (loss_task < CONVERGED_BITS).sum(-1).astype(float)
   learned[np.isnan(loss)] = np.nan
   others = _other_axes(curves)
   n_tasks = loss_task.shape[-1]

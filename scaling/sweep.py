@@ -20,12 +20,11 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from scaling import io, models, tasks, train
+from scaling import analysis, io, models, tasks, train
 
 SHAPE_AXES = ("width", "D")
 VMAP_AXES = ("seed", "alpha", "lr", "weight_decay")
 AXES = SHAPE_AXES + VMAP_AXES + ("log_step", "task")
-LEARNED_BITS = 0.1  # a subtask counts as learned below 0.1 bit (spec §2, Fig 8 convention)
 _LOG_SECONDS = 10.0
 PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
@@ -224,7 +223,7 @@ class _PointRun:
     """The metrics.jsonl record of log step `step`; `done` training steps took the time since `t0`."""
     M = self.p.n_members
     bits = ev["test_loss"][:M] / np.log(2)
-    learned = (ev["test_loss_task"][:M] / np.log(2) < LEARNED_BITS).sum(axis=1)
+    learned = (analysis.to_bits(ev["test_loss_task"][:M]) < analysis.CONVERGED_BITS).sum(axis=1)
     now = time.time()
     rec = {"point": self.name, "width": self.width, "D": self.D, "step": step, "time": now,
            "steps_per_s": done / (now - t0) if done else None,
