@@ -222,13 +222,13 @@ class _PointRun:
   def _log(self, step: int, ev: dict[str, np.ndarray], extra: dict[str, Any], t0: float, done: int) -> dict[str, Any]:
     """The metrics.jsonl record of log step `step`; `done` training steps took the time since `t0`."""
     M = self.p.n_members
-    bits = ev["test_loss"][:M] / np.log(2)
+    bits = analysis.to_bits(ev["test_loss"][:M])
     learned = (analysis.to_bits(ev["test_loss_task"][:M]) < analysis.CONVERGED_BITS).sum(axis=1)
     now = time.time()
     rec = {"point": self.name, "width": self.width, "D": self.D, "step": step, "time": now,
            "steps_per_s": done / (now - t0) if done else None,
            "test_loss_bits": float(bits.mean()), "test_loss_bits_min": float(bits.min()),
-           "test_loss_bits_max": float(bits.max()), "train_loss_bits": float(ev["train_loss"][:M].mean() / np.log(2)),
+           "test_loss_bits_max": float(bits.max()), "train_loss_bits": float(analysis.to_bits(ev["train_loss"][:M]).mean()),
            "n_learned": float(learned.mean()), **extra}
     return rec
 
