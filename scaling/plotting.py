@@ -9,14 +9,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def tidy_log_axes(fig) -> None:
-  """Readable log axes: majors at 1, 2, 5 x 10^k as plain numbers, no minor labels (they collide)."""
+  """Readable log axes: majors at 1, 2, 5 x 10^k as plain numbers (1 x 10^k only over > 2.5 decades or on axes
+  labelled "sparse-ticks"), no minor labels (they collide)."""
   for ax in fig.axes:
     for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
       if scale == "log":
-        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        lo, hi = (ax.get_xlim() if axis is ax.xaxis else ax.get_ylim())
+        decades = np.log10(max(hi, 1e-300) / max(lo, 1e-300))
+        subs = (1.0, 2.0, 5.0) if decades < 2.5 and ax.get_label() != "sparse-ticks" else (1.0,)
+        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=subs))
         axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 

@@ -48,7 +48,7 @@ def _heatmap(ax, grid_TxX: np.ndarray, x: np.ndarray, xlabel: str, log_x: bool =
                        cmap="viridis", vmin=0, vmax=1, shading="flat")
   if log_x:
     ax.set_xscale("log")
-  ax.set(xlabel=xlabel, ylabel="subtask (frequency rank)")
+  ax.set(xlabel=xlabel, ylabel="subtask (frequency rank)", label="sparse-ticks")
   return mesh
 
 
