@@ -72,3 +72,13 @@ def test_report_launcher(workdirs):
   assert "within band" in r.stdout and "theory" in r.stdout
   assert "Fig 9 needs the n_learned(D) exponent" in r.stdout  # the N sweep alone has no D axis: said so
   assert set(_claimed(r.stdout)) == {"fig2.png", "fig7.png", "fig8.png", "fig10.png"}
+
+
+def test_paper_rows_scored_only_for_long_enough_paper_runs(workdirs):
+  run = quanta_report.analyze(workdirs[0])
+  run.config["task"].update(n_tasks=500, n=100, k=3)  # pretend the paper's task: rows are scored, or say why not
+  run.config["train"]["batch_size"] = 20000
+  rows = {r.quantity: r for r in quanta_report.comparison_rows(run)}
+  assert rows["α_N, α=0.3"].within == "n/a: run ends at 1500 steps, the paper's fit needs >= 100000"
+  assert rows["α_N, α=0.3"].paper == "0.34" and rows["α_N, α=0.3"].band == "[0.26, 0.42]"
+  assert rows["α_S (500<S<15k), α=0.6"].within.startswith("n/a: run ends at 1500")
