@@ -61,27 +61,27 @@ def fig2(run: Run) -> list[str]:
   """Top: loss vs N, S, D with theory slopes; bottom: emergence heat-maps of the first 41 subtasks."""
   c, a = run.curves, _alpha_index(run)
   alpha = float(run.alphas[a])
-  on, fixed = run.online(), run.fixed_D()
-  widths, N = c.coords["width"], c["params"]
-  iw = int(np.argmax(widths))
-  if on is None and len(fixed) < 3:
-    raise CannotDraw("Fig 2 needs online runs (N, S panels) or >= 3 fixed-D runs (D panel)")
+  on, fixed, ws = run.online(), run.fixed_D(), run.online_widths()
+  widths, N = c.coords["width"], c["params"][ws]
+  iw, iw_D = (ws[-1] if ws else run.widest()), run.widest()
+  if not ws and len(fixed) < 3:
+    raise CannotDraw("Fig 2 needs finished online runs (N, S panels) or >= 3 fixed-D runs (D panel)")
   fig, axes = plt.subplots(2, 3, figsize=(14, 8))
   slope_s = -theory.alpha_S(alpha)
-  if on is not None and len(widths) >= 2:
-    final = np.stack([run.loss_bits(i, on, a)[:, -1] for i in range(len(widths))])  # [width, seed]
+  if len(ws) >= 2:
+    final = np.stack([run.loss_bits(i, on, a)[:, -1] for i in ws])  # [width, seed]
     ax = axes[0, 0]
     ax.plot(np.repeat(N, final.shape[1]), final.ravel(), ".", alpha=0.4)
     ax.plot(N, final.mean(1), "o-", label=f"ours, step {run.steps[-1]}")
     _theory_line(ax, N, final.mean(1)[-1], N[-1], -theory.alpha_N(alpha), f"N^-{theory.alpha_N(alpha):.3g}")
     ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="test loss [bits]", title="loss vs N")
     ax.legend(fontsize=7)
-    tasks_final = np.stack([analysis.to_bits(run.task_nats(i, on, a)[:, -1]).mean(0) for i in range(len(widths))])
+    tasks_final = np.stack([analysis.to_bits(run.task_nats(i, on, a)[:, -1]).mean(0) for i in ws])
     fig.colorbar(_heatmap(axes[1, 0], tasks_final.T, N, "parameters N"), ax=axes[1, 0], label="bits")
   else:
     _note(axes[0, 0], "N panel: needs >= 2 widths with online (D=-1) runs")
     _note(axes[1, 0], "N heat-map: needs >= 2 widths with online runs")
-  if on is not None and len(run.steps) >= 3:
+  if ws and len(run.steps) >= 3:
     s = run.steps
     loss = run.loss_bits(iw, on, a).mean(0)
     ax = axes[0, 1]
@@ -97,18 +97,18 @@ def fig2(run: Run) -> list[str]:
     _note(axes[1, 1], "S heat-map: needs an online run")
   if len(fixed) >= 3:
     Ds = c.coords["D"][fixed]
-    curves_D = np.stack([run.loss_bits(iw, j, a) for j in fixed])  # [D, seed, log]
+    curves_D = np.stack([run.loss_bits(iw_D, j, a) for j in fixed])  # [D, seed, log]
     min_loss = analysis.min_over_training(curves_D)
     ax = axes[0, 2]
     ax.plot(np.repeat(Ds, min_loss.shape[1]), min_loss.ravel(), ".", alpha=0.4)
-    ax.plot(Ds, min_loss.mean(1), "o-", label=f"ours, width {widths[iw]}, min over steps")
+    ax.plot(Ds, min_loss.mean(1), "o-", label=f"ours, width {widths[iw_D]}, min over steps")
     _theory_line(ax, Ds, min_loss.mean(1)[-1], Ds[-1], slope_s, f"D^{slope_s:.3g}")
     ax.set(xscale="log", yscale="log", xlabel="training samples D", ylabel="test loss [bits]", title="loss vs D")
     ax.legend(fontsize=7)
     at_best = []
     for j, curve in zip(fixed, curves_D):  # per-subtask loss at the log step of the best mean loss
       k = np.nanargmin(curve.mean(0))
-      at_best.append(analysis.to_bits(run.task_nats(iw, j, a)[:, k]).mean(0))
+      at_best.append(analysis.to_bits(run.task_nats(iw_D, j, a)[:, k]).mean(0))
     fig.colorbar(_heatmap(axes[1, 2], np.stack(at_best).T, Ds, "training samples D"), ax=axes[1, 2], label="bits")
   else:
     _note(axes[0, 2], f"D panel: needs >= 3 fixed-D runs, this workdir has {len(fixed)}")
@@ -120,16 +120,15 @@ def fig2(run: Run) -> list[str]:
 
 def fig7(run: Run) -> list[str]:
   """Per-subtask test loss vs steps with the mean: widest online run and (if any) the largest-D run, seed 0."""
-  a, on, fixed = _alpha_index(run), run.online(), run.fixed_D()
-  if on is None and not len(fixed):
-    raise CannotDraw("Fig 7 needs an online or a fixed-D run")
-  widths = run.curves.coords["width"]
-  iw = int(np.argmax(widths))
-  panels = ([("online", on)] if on is not None else []) + ([(f"D={run.curves.coords['D'][fixed[-1]]}", fixed[-1])]
-                                                           if len(fixed) else [])
+  a, ws, fixed = _alpha_index(run), run.online_widths(), run.fixed_D()
+  if not ws and not len(fixed):
+    raise CannotDraw("Fig 7 needs a finished online or fixed-D run")
+  widths, D = run.curves.coords["width"], run.curves.coords["D"]
+  panels = ([(ws[-1], run.online(), "online")] if ws else []) + (
+      [(run.widest(), fixed[-1], f"D={D[fixed[-1]]}")] if len(fixed) else [])
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
   s = run.steps[1:]
-  for ax, (label, j) in zip(axes[0], panels):
+  for ax, (iw, j, label) in zip(axes[0], panels):
     per_task = analysis.to_bits(run.task_nats(iw, j, a)[0])[1:]  # [log, task]
     colors = plt.cm.viridis(np.linspace(0, 1, per_task.shape[1]))
     for t in range(per_task.shape[1]):

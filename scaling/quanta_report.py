@@ -52,10 +52,23 @@ class Run:
     D = list(self.curves.coords["D"])
     return D.index(-1) if -1 in D else None
 
+  def done(self, iw: int, jd: int) -> bool:
+    """Whether shape point (width iw, D jd) has finished (a partial sweep holds NaN for the others)."""
+    return bool(np.isfinite(self.curves["test_loss"][iw, jd, :, :, 0, 0, -1]).all())
+
+  def widest(self) -> int:
+    return int(np.argmax(self.curves.coords["width"]))
+
+  def online_widths(self) -> list[int]:
+    """Indices of the finished online widths, by increasing width."""
+    on = self.online()
+    order = np.argsort(self.curves.coords["width"])
+    return [] if on is None else [int(i) for i in order if self.done(i, on)]
+
   def fixed_D(self) -> np.ndarray:
-    """Indices of the fixed-D points, by increasing D."""
+    """Indices of the finished fixed-D points at the widest width, by increasing D."""
     D = self.curves.coords["D"]
-    idx = np.nonzero(D >= 1)[0]
+    idx = np.asarray([j for j in np.nonzero(D >= 1)[0] if self.done(self.widest(), j)], int)
     return idx[np.argsort(D[idx])]
 
   def loss_bits(self, iw: int, jd: int, a: int) -> np.ndarray:
@@ -92,19 +105,19 @@ def analyze(workdir: str) -> Run:
     run.skipped.append(f"lr/weight_decay axes have several values; the analysis uses the first "
                        f"(lr={c.coords['lr'][0]:g}, weight_decay={c.coords['weight_decay'][0]:g})")
   if np.isnan(c["test_loss"]).any():
-    run.skipped.append("some shape points have not run yet (NaN); fits use the finished ones")
-  on, fixed = run.online(), run.fixed_D()
-  iw = int(np.argmax(widths))
+    run.skipped.append("some shape points have not finished yet; fits and figures use the finished ones")
+  on, fixed, ws = run.online(), run.fixed_D(), run.online_widths()
+  iw = ws[-1] if ws else run.widest()
   for a, alpha in enumerate(run.alphas):
     probs = c["probs"][a]
-    if on is None:
-      run.skipped.append("N- and S-scaling, Figs 7-8: no online (D=-1) runs in this workdir")
+    if not ws:
+      run.skipped.append("N- and S-scaling, Figs 7-8: no finished online (D=-1) runs in this workdir")
     else:
-      if len(widths) >= 3:
-        final = np.stack([run.loss_bits(i, on, a)[:, -1] for i in range(len(widths))])
-        _fit(run, "alpha_N", alpha, analysis.fit_alpha_N, c["params"], final)
+      if len(ws) >= 3:
+        final = np.stack([run.loss_bits(i, on, a)[:, -1] for i in ws])
+        _fit(run, "alpha_N", alpha, analysis.fit_alpha_N, c["params"][ws], final)
       else:
-        run.skipped.append(f"α_N: needs >= 3 widths with online data, has {len(widths)}")
+        run.skipped.append(f"α_N: needs >= 3 finished widths with online data, has {len(ws)}")
       loss = run.loss_bits(iw, on, a)
       _fit(run, "alpha_S", alpha, analysis.fit_alpha_S, run.steps, loss)
       _fit(run, "alpha_S_400_8900", alpha, analysis.fit_alpha_S, run.steps, loss, (400, 8900))
@@ -113,8 +126,9 @@ def analyze(workdir: str) -> Run:
       _fit(run, "convergence_slope", alpha, analysis.fit_convergence_time, probs, conv)
     if len(fixed) >= 3:
       Ds = c.coords["D"][fixed]
-      per_task = np.stack([run.task_nats(iw, j, a) for j in fixed])  # [D, seed, log_step, task]
-      min_loss = analysis.min_over_training(np.stack([run.loss_bits(iw, j, a) for j in fixed]))  # [D, seed]
+      iw_D = run.widest()
+      per_task = np.stack([run.task_nats(iw_D, j, a) for j in fixed])  # [D, seed, log_step, task]
+      min_loss = analysis.min_over_training(np.stack([run.loss_bits(iw_D, j, a) for j in fixed]))  # [D, seed]
       n = analysis.n_learned(per_task)  # [D, seed]
       run.values.setdefault("min_loss_D", {})[float(alpha)] = (Ds, min_loss)
       run.values.setdefault("n_learned_D", {})[float(alpha)] = (Ds, n)
@@ -199,6 +213,8 @@ def comparison_rows(run: Run) -> list[Row]:
                      h["source"], not_paper or short.get("convergence_slope")))
   if 0.4 in run.values.get("convergence_steps", {}):
     rows += _paper_setup_rows(run, not_paper)
+  if 0.4 in run.values.get("min_loss_D", {}):
+    rows += _data_rows(run, not_paper)
   return rows
 
 
@@ -219,8 +235,8 @@ def _paper_setup_rows(run: Run, not_paper: str | None) -> list[Row]:
   H, rows = theory.HEADLINE, []
   a = int(np.nonzero(np.isclose(run.alphas, 0.4))[0][0])
   widths = run.curves.coords["width"]
-  iw, on = int(np.argmax(widths)), run.online()
-  width_note = None if widths[iw] == 500 else f"widest net is {widths[iw]}, the paper's 500"
+  iw, on = run.online_widths()[-1], run.online()
+  width_note = None if widths[iw] == 500 else f"widest finished net is {widths[iw]}, the paper's 500"
   conv = run.values["convergence_steps"][0.4]
   steps, loss = run.steps, run.loss_bits(iw, on, a).mean(axis=0)
   h = H["task0_convergence_step"]
@@ -239,18 +255,35 @@ def _paper_setup_rows(run: Run, not_paper: str | None) -> list[Row]:
   h = H["fig2_n_n_learned_width500"]
   rows.append(_row(f"subtasks < 0.1 bit at the end, width {widths[iw]}", n_final, None, None, h["value"], h["band"],
                    h["source"], not_paper or width_note or final_note))
-  if 9 in widths:
+  if 9 in widths[run.online_widths()]:
     h = H["fig2_n_loss_N5e3_bits"]
     l9 = float(run.loss_bits(int(np.nonzero(widths == 9)[0][0]), on, a)[:, -1].mean())
     rows.append(_row("final mean loss, width 9 (N=5,429) [bit]", l9, None, None, h["value"], h["band"], h["source"],
                      not_paper or final_note))
-  if 0.4 in run.values.get("min_loss_D", {}):
-    Ds, min_loss = run.values["min_loss_D"][0.4]
-    flat = Ds[min_loss.mean(axis=1) >= analysis.FLAT_BITS]
-    if flat.size:
-      h = H["flat_region_D_max"]
-      rows.append(_row("largest D with min loss >= 0.95 bit", float(flat.max()), None, None, h["value"], h["band"],
-                       h["source"], not_paper))
+  return rows
+
+
+def _data_rows(run: Run, not_paper: str | None) -> list[Row]:
+  """D-scaling rows for α=0.4 at the widest net: the flat (no generalisation) region, values at D = 5e6."""
+  H, rows = theory.HEADLINE, []
+  Ds, min_loss = run.values["min_loss_D"][0.4]
+  _, n = run.values["n_learned_D"][0.4]
+  width = run.curves.coords["width"][run.widest()]
+  note = not_paper or (None if width == 500 else f"width {width}, the paper's 500")
+  flat = Ds[min_loss.mean(axis=1) >= analysis.FLAT_BITS]
+  if flat.size:
+    h = H["flat_region_D_max"]
+    above = Ds[Ds > flat.max()]
+    nxt = f" (next D {above.min():.3g} below)" if above.size else " (no D below 0.95 bit)"
+    rows.append(_row(f"largest D with min loss >= 0.95 bit{nxt}", float(flat.max()), None, None, h["value"],
+                     h["band"], h["source"], note))
+  if Ds.max() >= 4.9e6:
+    i = int(np.argmax(Ds))
+    for key, label, value in (("loss_D5e6_bits", "min loss at D=5e6 [bit]", min_loss[i].mean()),
+                              ("n_learned_D5e6", "n_learned at D=5e6", n[i].mean())):
+      h = H[key]
+      rows.append(_row(label, float(value), None, None, h["value"], h["band"], h["source"],
+                       note or _too_short(run).get("alpha_D")))
   return rows
 
 
