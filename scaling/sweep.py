@@ -20,13 +20,12 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from scaling import analysis, io, models, tasks, train
+from scaling import analysis, io, loop, models, tasks, train
+from scaling.config_utils import PRECISIONS, as_checked_dict, as_tuple
 
 SHAPE_AXES = ("width", "D")
 VMAP_AXES = ("seed", "alpha", "lr", "weight_decay")
 AXES = SHAPE_AXES + VMAP_AXES + ("log_step", "task")
-_LOG_SECONDS = 10.0
-PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
 
 def msp_config() -> ml_collections.ConfigDict:
@@ -64,18 +63,6 @@ def msp_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _flat_keys(d: dict[str, Any], prefix: str = "") -> set[str]:
-  out = set()
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    out |= _flat_keys(v, key + ".") if isinstance(v, dict) else {key}
-  return out
-
-
-def _as_tuple(v: Any) -> tuple:
-  return tuple(v) if isinstance(v, (list, tuple)) else (v,)
-
-
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """A validated sweep: shape points, the flattened member grid and everything static."""
@@ -110,12 +97,7 @@ class Plan:
 
 def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
   """Validates a config (raises ValueError with a clear message) and builds the sweep plan. Touches no device."""
-  cfg = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-  known, given = _flat_keys(msp_config().to_dict()), _flat_keys(cfg)
-  if given - known:
-    raise ValueError(f"unknown config keys: {sorted(given - known)}")
-  if known - given:
-    raise ValueError(f"missing config keys: {sorted(known - given)}")
+  cfg = as_checked_dict(config, msp_config())
   t, tr, sw, m = cfg["task"], cfg["train"], cfg["sweep"], cfg["model"]
 
   def positive(name: str, values: Sequence[Any], integer: bool = True) -> None:
@@ -123,7 +105,7 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
       if (integer and (not isinstance(v, (int, np.integer)) or isinstance(v, bool))) or not v > 0:
         raise ValueError(f"{name} must be {'positive integers' if integer else '> 0'}, got {v!r}")
 
-  positive("sweep.width", _as_tuple(sw["width"]))
+  positive("sweep.width", as_tuple(sw["width"]))
   positive("train.batch_size", [tr["batch_size"]])
   positive("train.steps", [tr["steps"]])
   positive("train.log_every", [tr["log_every"]])
@@ -135,17 +117,17 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
     raise ValueError(f"train.stop_after must be an integer >= 0, got {tr['stop_after']!r}")
   positive("sweep.seeds", [sw["seeds"]])
   positive("model.depth", [m["depth"]])
-  positive("sweep.lr", _as_tuple(sw["lr"]), integer=False)
+  positive("sweep.lr", as_tuple(sw["lr"]), integer=False)
   if tr["steps"] % tr["log_every"]:
     raise ValueError(f"train.steps={tr['steps']} must be a multiple of train.log_every={tr['log_every']}")
-  for D in _as_tuple(sw["D"]):
+  for D in as_tuple(sw["D"]):
     if not isinstance(D, (int, np.integer)) or (D != -1 and D < 1):
       raise ValueError(f"sweep.D values must be -1 (online) or a dataset size D >= 1, got {D!r}")
   if t["distribution"] == "zipf":
-    for a in _as_tuple(sw["alpha"]):
+    for a in as_tuple(sw["alpha"]):
       if not a > 0:
         raise ValueError(f"sweep.alpha must be > 0 for a Zipf task distribution (paper α), got {a!r}")
-  for wd in _as_tuple(sw["weight_decay"]):
+  for wd in as_tuple(sw["weight_decay"]):
     if not wd >= 0:
       raise ValueError(f"sweep.weight_decay must be >= 0, got {wd!r}")
   if m["matmul_precision"] not in PRECISIONS:
@@ -154,7 +136,7 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
     raise ValueError(f"train.optimizer must be one of {train.OPTIMIZERS}, got {tr['optimizer']!r}")
   for name, values in (("width", sw["width"]), ("D", sw["D"]), ("alpha", sw["alpha"]), ("lr", sw["lr"]),
                        ("weight_decay", sw["weight_decay"])):
-    if len(set(_as_tuple(values))) != len(_as_tuple(values)):
+    if len(set(as_tuple(values))) != len(as_tuple(values)):
       raise ValueError(f"sweep.{name} has repeated values: {values}")
   if not isinstance(t["subset_seed"], (int, np.integer)) or t["subset_seed"] < 0:
     raise ValueError(f"task.subset_seed must be an integer >= 0, got {t['subset_seed']!r}")
@@ -167,10 +149,10 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
   first = tasks.make_subsets(spec.n_tasks, spec.n, spec.k, subset_seeds[0])
   subsets = np.stack([first if s == subset_seeds[0] else tasks.make_subsets(spec.n_tasks, spec.n, spec.k, s)
                       for s in subset_seeds])
-  grid = {"seed": tuple(range(n_seeds)), "alpha": _as_tuple(sw["alpha"]), "lr": _as_tuple(sw["lr"]),
-          "weight_decay": _as_tuple(sw["weight_decay"])}
+  grid = {"seed": tuple(range(n_seeds)), "alpha": as_tuple(sw["alpha"]), "lr": as_tuple(sw["lr"]),
+          "weight_decay": as_tuple(sw["weight_decay"])}
   log_steps = np.arange(0, tr["steps"] + 1, tr["log_every"])
-  return Plan(cfg, spec, _as_tuple(sw["width"]), _as_tuple(sw["D"]), grid, subsets, log_steps)
+  return Plan(cfg, spec, as_tuple(sw["width"]), as_tuple(sw["D"]), grid, subsets, log_steps)
 
 
 def point_name(width: int, D: int) -> str:
@@ -192,128 +174,65 @@ def _member_inputs(p: Plan, n_padded: int) -> tuple:
   return (seed_keys, *values, p.subsets[seed_idx])
 
 
-class _PointRun:
-  """Host loop of one shape point: chunks, evaluation records, checkpoints, metrics, NaN checks."""
+class _PointRun(loop.PointLoop):
+  """One shape point: its member grid (sharded over `mesh`) as the members of the shared host loop."""
 
   def __init__(self, p: Plan, width: int, D: int, workdir: str, mesh: Mesh):
-    self.p, self.width, self.D, self.workdir, self.mesh = p, width, D, workdir, mesh
+    t = p.config["train"]
+    super().__init__(point_name(width, D), workdir, t["log_every"], t["steps"] // t["log_every"],
+                     t["checkpoint_every"], t["max_to_keep"], p.n_members)
+    self.p, self.width, self.D, self.mesh = p, width, D, mesh
     self.spec = p.spec(width, D)
     self.replicated = NamedSharding(mesh, P())
-    self.name = point_name(width, D)
-    self.npz = os.path.join(workdir, "points", self.name + ".npz")
-    self.log_every = p.config["train"]["log_every"]
-    self.n_chunks = p.config["train"]["steps"] // self.log_every
 
-  def _save_partial(self, records: dict[str, list[np.ndarray]]) -> None:
-    arrays = {k: np.stack(v, axis=1) for k, v in records.items()}  # [M, n_logs, ...]
-    io.save_npz(self.npz, complete=np.asarray(False), **arrays)
+  def _step(self, step: int) -> jax.Array:
+    return jax.device_put(np.int32(step), self.replicated)
 
-  def _check_finite(self, step: int | np.ndarray, values: dict[str, np.ndarray]) -> None:
-    """Raises FloatingPointError naming the step and sweep member of the first non-finite value."""
-    for name, v in values.items():
-      bad = np.nonzero(~np.isfinite(v[: self.p.n_members]))[0]
-      if bad.size:
-        i = int(bad[0])
-        at = int(step[i]) if np.ndim(step) else step
-        raise FloatingPointError(
-            f"non-finite {name} at step {at} in shape point width={self.width}, D={self.D}, sweep member {i} "
-            f"{self.p.member_coords(i)}; the workdir keeps everything written before")
+  def init(self) -> tuple[train.State, train.Member]:
+    n_dev = self.mesh.devices.size
+    n_padded = -(-self.p.n_members // n_dev) * n_dev
+    with jax.transfer_guard("allow"):  # setup: keys from Python ints (the launcher disallows implicit transfers)
+      inputs = jax.device_put(_member_inputs(self.p, n_padded), NamedSharding(self.mesh, P("sweep")))
+    members = train.make_members(*inputs, spec=self.spec)
+    return train.init_states(members, spec=self.spec), members
 
-  def _log(self, step: int, ev: dict[str, np.ndarray], extra: dict[str, Any], t0: float, done: int) -> dict[str, Any]:
-    """The metrics.jsonl record of log step `step`; `done` training steps took the time since `t0`."""
-    M = self.p.n_members
+  def chunk(self, states: train.State, members: train.Member, step: int):
+    return train.run_chunk(states, members, self._step(step), spec=self.spec, n_steps=self.log_every)
+
+  def final_eval(self, states: train.State, members: train.Member, step: int) -> dict[str, jax.Array]:
+    return train.run_eval(states, members, self._step(step), spec=self.spec)
+
+  eval_only = final_eval  # every member stopped early: only evaluate the frozen nets
+
+  def all_stopped(self, states: train.State) -> bool:
+    return self.spec.stop_early and bool(np.all(jax.device_get(states["early"]["stopped"])))
+
+  def finite(self, ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"test loss": ev["test_loss"], "train loss": ev["train_loss"]}
+
+  def describe(self, i: int) -> str:
+    return f"in shape point width={self.width}, D={self.D}, sweep member {i} {self.p.member_coords(i)}"
+
+  def record(self, step: int, ev: dict[str, np.ndarray], extra: dict[str, Any], t0: float,
+             done: int) -> dict[str, Any]:
+    M = self.n_members
     bits = analysis.to_bits(ev["test_loss"][:M])
     learned = (analysis.to_bits(ev["test_loss_task"][:M]) < analysis.CONVERGED_BITS).sum(axis=1)
     now = time.time()
-    rec = {"point": self.name, "width": self.width, "D": self.D, "step": step, "time": now,
-           "steps_per_s": done / (now - t0) if done else None,
-           "test_loss_bits": float(bits.mean()), "test_loss_bits_min": float(bits.min()),
-           "test_loss_bits_max": float(bits.max()), "train_loss_bits": float(analysis.to_bits(ev["train_loss"][:M]).mean()),
-           "n_learned": float(learned.mean()), **extra}
-    return rec
+    return {"point": self.name, "width": self.width, "D": self.D, "step": step, "time": now,
+            "steps_per_s": done / (now - t0) if done else None,
+            "test_loss_bits": float(bits.mean()), "test_loss_bits_min": float(bits.min()),
+            "test_loss_bits_max": float(bits.max()),
+            "train_loss_bits": float(analysis.to_bits(ev["train_loss"][:M]).mean()),
+            "n_learned": float(learned.mean()), **extra}
 
-  def run(self) -> dict[str, np.ndarray]:
-    if os.path.exists(self.npz):
-      done = io.load_npz(self.npz)
-      if bool(done.pop("complete")):
-        logging.info("%s: complete, skipping", self.name)
-        return done
-    n_dev = self.mesh.devices.size
-    n_padded = -(-self.p.n_members // n_dev) * n_dev
-    sharding = NamedSharding(self.mesh, P("sweep"))
-    with jax.transfer_guard("allow"):  # setup: keys from Python ints (the launcher disallows implicit transfers)
-      inputs = jax.device_put(_member_inputs(self.p, n_padded), sharding)
-    members = train.make_members(*inputs, spec=self.spec)
-    states = train.init_states(members, spec=self.spec)
-    mngr = io.checkpoint_manager(os.path.join(self.workdir, "checkpoints", self.name),
-                                 self.p.config["train"]["max_to_keep"])
-    try:
-      return self._train(mngr, members, states)
-    finally:
-      mngr.wait_until_finished()  # a killed or failed run still finishes the checkpoint it started
-      mngr.close()
+  def progress(self, rec: dict[str, Any], step: int) -> str:
+    return f", test loss {rec['test_loss_bits']:.3f} bit"
 
-  def _train(self, mngr, members: train.Member, states: train.State) -> dict[str, np.ndarray]:
-    records: dict[str, list[np.ndarray]] = {}
-    start = 0
-    latest = mngr.latest_step()
-    if latest is not None:
-      states = io.restore_checkpoint(mngr, latest, states)
-      start = latest // self.log_every
-      saved = io.load_npz(self.npz)
-      saved.pop("complete")
-      records = {k: list(np.moveaxis(v[:, :start], 1, 0)) for k, v in saved.items()}
-      logging.info("%s: resumed from step %d", self.name, latest)
-    # Forget metric lines of steps that will be recomputed (written after the last checkpoint of a killed run).
-    io.drop_metrics(self.workdir, lambda r: r.get("point") == self.name and r["step"] >= start * self.log_every)
-
-    def add(ev: dict[str, np.ndarray]) -> None:
-      for k, v in ev.items():
-        records.setdefault(k, []).append(v[: self.p.n_members])
-
-    ckpt_every = self.p.config["train"]["checkpoint_every"]
-    t0, s0, last_log = time.time(), start * self.log_every, 0.0
-    for c in range(start, self.n_chunks):
-      step = c * self.log_every
-      step_arr = jax.device_put(np.int32(step), self.replicated)
-      if self._all_stopped(states):  # every member stopped early: only evaluate the frozen nets
-        ev, tm = jax.device_get(train.run_eval(states, members, step_arr, spec=self.spec)), {}
-      else:
-        states, ev, tm = train.run_chunk(states, members, step_arr, spec=self.spec, n_steps=self.log_every)
-        ev, tm = jax.device_get((ev, tm))
-      self._check_finite(step, {"test loss": ev["test_loss"], "train loss": ev["train_loss"]})
-      add(ev)
-      bad_step = tm.pop("first_nonfinite_step", np.full(1, -1))
-      chunk_stats = {f"chunk_{k}": float(np.mean(v[: self.p.n_members])) for k, v in tm.items()}
-      rec = self._log(step, ev, chunk_stats, t0, (c + 1) * self.log_every - s0)
-      io.append_metrics(self.workdir, [rec])
-      self._check_finite(bad_step, {"training loss": np.where(bad_step >= 0, np.nan, 0.0)})
-      if (c + 1) % ckpt_every == 0 or c + 1 == self.n_chunks:
-        self._save_partial(records)
-        io.save_checkpoint(mngr, (c + 1) * self.log_every, states)
-      if time.time() - last_log > _LOG_SECONDS or c + 1 == self.n_chunks:
-        last_log = time.time()
-        done_steps = (c + 1) * self.log_every - s0
-        rate = done_steps / max(time.time() - t0, 1e-9)
-        eta = (self.n_chunks * self.log_every - s0 - done_steps) / max(rate, 1e-9)
-        logging.info("%s: step %d/%d, %.1f steps/s (x%d members), ETA %.0fs, test loss %.3f bit",
-                     self.name, (c + 1) * self.log_every, self.n_chunks * self.log_every, rate,
-                     self.p.n_members, eta, rec["test_loss_bits"])
-    final = self.n_chunks * self.log_every
-    final_step = jax.device_put(np.int32(final), self.replicated)
-    ev = jax.device_get(train.run_eval(states, members, final_step, spec=self.spec))
-    self._check_finite(final, {"test loss": ev["test_loss"], "train loss": ev["train_loss"]})
-    add(ev)
-    io.append_metrics(self.workdir, [self._log(final, ev, {}, t0, final - s0)])
-    out = {k: np.stack(v, axis=1) for k, v in records.items()}
-    out["stop_step"] = np.full(self.p.n_members, -1, np.int32)
-    if self.spec.stop_early:
-      out["stop_step"] = np.asarray(jax.device_get(states["early"]["stop_step"]))[: self.p.n_members]
-    io.save_npz(self.npz, complete=np.asarray(True), **out)
-    return out
-
-  def _all_stopped(self, states: train.State) -> bool:
-    return self.spec.stop_early and bool(np.all(jax.device_get(states["early"]["stopped"])))
+  def extra_outputs(self, states: train.State) -> dict[str, np.ndarray]:
+    if not self.spec.stop_early:
+      return {"stop_step": np.full(self.n_members, -1, np.int32)}
+    return {"stop_step": np.asarray(jax.device_get(states["early"]["stop_step"]))[: self.n_members]}
 
 
 def assemble(p: Plan, points: dict[tuple[int, int], dict[str, np.ndarray]]) -> io.Curves:
