@@ -100,7 +100,7 @@ def _fit(run: Run, quantity: str, alpha: float, fn, *args) -> None:
 def analyze(workdir: str) -> Run:
   """All fits and headline values this workdir's axes allow (see the module docstring)."""
   run = load_run(workdir)
-  c, widths = run.curves, run.curves.coords["width"]
+  c = run.curves
   if len(c.coords["lr"]) > 1 or len(c.coords["weight_decay"]) > 1:
     run.skipped.append(f"lr/weight_decay axes have several values; the analysis uses the first "
                        f"(lr={c.coords['lr'][0]:g}, weight_decay={c.coords['weight_decay'][0]:g})")

@@ -1,7 +1,5 @@
 """The train step, vmapped members and fixed-D mode."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
