@@ -15,7 +15,7 @@ import pytest
 from scaling import fit as F
 from scaling.fit import data, fitter, forms, metrics, objectives
 
-BENCH_LANG = "/work/shared/data/scaling_benchmark/benchmark.lang.csv"
+BENCH_LANG = data.benchmark_csv("lang")
 X4, Y4 = data.DIGIT4_X, data.DIGIT4_Y
 
 

@@ -7,8 +7,11 @@ CSVs (Alabdulmohsin et al. 2022) are read from a path the caller gives and are n
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # 4-digit addition, x = training-set size, y = test cross-entropy (spec §4b); sorted by x.
 DIGIT4_X = np.array([160, 192, 256, 320, 384, 448, 480, 512, 544, 576, 608, 640, 672, 736, 800, 864, 928], np.float64)
@@ -31,6 +34,20 @@ FIG1_BNSL3 = {"a": 1e-3, "b": 4.66e3, "c0": 0.05, "c1": 0.49, "c2": -0.811, "c3"
 # M4's published NMT extrapolation RMSLEs (spec §3, via correspondence with Alabdulmohsin et al.), by model.
 NMT_M4_RMSLE = {"28 Enc, 6 Dec": 0.0181, "6 Enc, 28 Dec": 0.0444, "6 Enc, 6 Dec": 0.0205, "Dec-only": 0.0084,
                 "TEnc-LSTM": 0.0126}
+
+
+def benchmark_csv(name: str) -> str:
+  """Path of `benchmark.{name}.csv` (name: "lang" or "vision"): in $SCALING_BENCHMARK_DIR if set, else in
+  `../shared/data/scaling_benchmark/` beside the repository (where this project's CI puts the public data)."""
+  if name not in ("lang", "vision"):
+    raise ValueError(f"benchmark name must be 'lang' or 'vision', got {name!r}")
+  root = os.environ.get("SCALING_BENCHMARK_DIR",
+                        os.path.join(os.path.dirname(_REPO), "shared", "data", "scaling_benchmark"))
+  path = os.path.join(root, f"benchmark.{name}.csv")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: pass the CSV's path, or set SCALING_BENCHMARK_DIR to the folder "
+                            "holding Alabdulmohsin et al.'s benchmark.{lang,vision}.csv")
+  return path
 
 
 def load_benchmark(path: str, domain: str) -> dict[tuple[str, str], dict[str, np.ndarray]]:
