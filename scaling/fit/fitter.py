@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from typing import NamedTuple
 
 import equinox as eqx
@@ -26,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 from absl import logging
-from scipy import optimize
 
 from scaling.fit import forms as forms_lib
 from scaling.fit import metrics
@@ -297,35 +295,62 @@ class BreakSelection:
   val_rmsle: dict[int, float]
 
 
-def select_breaks(x, y, *, max_breaks: int = 3, n_val: int | None = None, objective: str | Objective = "msle_log1p",
-                  n_starts: int = 4096, top_k: int = 32, key: int = 0) -> BreakSelection:
-  """Choose BNSL's n by extrapolation to the largest x: fit n = 0..max_breaks on all but the last `n_val` points
-  (by x; default max(2, P // 5)), score RMSLE there, pick the best n and refit it on all points.
+def select_breaks_many(xs: list, ys: list, *, max_breaks: int = 3, n_val: int | None = None,
+                       objective: str | Objective = "msle_log1p", n_starts: int = 4096, top_k: int = 32,
+                       key: int = 0, polish: Polish = Polish()) -> list[BreakSelection]:
+  """BNSL's n for each curve, chosen by extrapolation to its largest x: fit n = 0..max_breaks on all but the last
+  `n_val` points (by x; default max(2, P // 5)), score RMSLE there, pick the best n (ties: fewer breaks) and refit
+  it on all points. Each n is one :func:`fit_many` call over all curves (held-out points get weight 0).
 
-  An n with more parameters than fitting points is skipped.
+  An n with more parameters than a curve's fitting points is skipped for that curve (validation RMSLE inf).
   """
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  _check(forms_lib.bnsl(0), x, y)
-  order = np.argsort(x, kind="stable")
-  x, y = x[order], y[order]
-  n_val = max(2, len(y) // 5) if n_val is None else n_val
-  if not 1 <= n_val <= len(y) - 3:
-    raise ValueError(f"n_val={n_val} must leave >= 3 fitting points of {len(y)}")
-  val: dict[int, float] = {}
+  if len(xs) != len(ys) or not ys:
+    raise ValueError(f"need as many x as y curves (>= 1), got {len(xs)} and {len(ys)}")
+  curves = []
+  for i, (x, y) in enumerate(zip(xs, ys)):
+    x, y, _ = _check(forms_lib.bnsl(0), x, y, name=f"[curve {i}]")
+    order = np.argsort(x, kind="stable")
+    nv = max(2, len(y) // 5) if n_val is None else n_val
+    if not 1 <= nv <= len(y) - 3:
+      raise ValueError(f"curve {i}: n_val={nv} must leave >= 3 fitting points of {len(y)}")
+    curves.append((x[order], y[order], nv))
+  x_CxP, y_CxP, w_CxP = pad_curves([c[0] for c in curves], [c[1] for c in curves])
+  val = [dict() for _ in curves]
+  full: dict[int, list[FitResult | None]] = {}
   for n in range(max_breaks + 1):
     form = forms_lib.bnsl(n)
-    if len(y) - n_val < form.n_params:
-      val[n] = math.inf
-      logging.info("select_breaks: n=%d skipped (%d params > %d fitting points)", n, form.n_params, len(y) - n_val)
-      continue
-    r = fit(form, x[:-n_val], y[:-n_val], objective=objective, n_starts=n_starts, top_k=top_k, key=key)
-    err = metrics.rmsle(r.predict(x[-n_val:]), y[-n_val:]) if r.ok else math.nan
-    val[n] = err if math.isfinite(err) else math.inf
-    logging.info("select_breaks: n=%d validation RMSLE %.6g on the last %d points", n, val[n], n_val)
-  best = min(val, key=lambda n: (val[n], n))
-  logging.info("select_breaks: chose n=%d", best)
-  full = fit(forms_lib.bnsl(best), x, y, objective=objective, n_starts=n_starts, top_k=top_k, key=key)
-  return BreakSelection(best, full, val)
+    w_val = w_CxP.copy()
+    for c, (_, y, nv) in enumerate(curves):
+      w_val[c, len(y) - nv:] = 0.0
+    ok_c = (w_val.sum(axis=1) >= form.n_params).astype(bool)
+    kw = dict(objective=objective, n_starts=n_starts, top_k=top_k, key=key, polish=polish)
+    fits = iter(fit_many(form, x_CxP[ok_c], y_CxP[ok_c], w_val[ok_c], **kw) if ok_c.any() else [])
+    ok_full = w_CxP.sum(axis=1) >= form.n_params
+    full_fits = iter(fit_many(form, x_CxP[ok_full], y_CxP[ok_full], w_CxP[ok_full], **kw) if ok_full.any() else [])
+    full[n] = [next(full_fits) if ok_full[c] else None for c in range(len(curves))]
+    for c, (x, y, nv) in enumerate(curves):
+      if not ok_c[c]:
+        val[c][n] = math.inf
+        logging.info("select_breaks: curve %d n=%d skipped (%d params > %d fitting points)", c, n, form.n_params,
+                     len(y) - nv)
+        continue
+      r = next(fits)
+      err = metrics.rmsle(r.predict(x[-nv:]), y[-nv:]) if r.ok else math.nan
+      val[c][n] = err if math.isfinite(err) else math.inf
+      logging.info("select_breaks: curve %d n=%d validation RMSLE %.6g on the last %d points", c, n, val[c][n], nv)
+  out = []
+  for c in range(len(curves)):
+    best = min(val[c], key=lambda n: (val[c][n], n))
+    logging.info("select_breaks: curve %d chose n=%d", c, best)
+    out.append(BreakSelection(best, full[best][c], val[c]))
+  return out
+
+
+def select_breaks(x, y, *, max_breaks: int = 3, n_val: int | None = None, objective: str | Objective = "msle_log1p",
+                  n_starts: int = 4096, top_k: int = 32, key: int = 0) -> BreakSelection:
+  """:func:`select_breaks_many` for one curve."""
+  return select_breaks_many([x], [y], max_breaks=max_breaks, n_val=n_val, objective=objective, n_starts=n_starts,
+                            top_k=top_k, key=key)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,52 +391,3 @@ def bootstrap(form: Form, x, y, *, n_boot: int = 200, key: int = 0, x_eval=None,
   pred = np.percentile(pred_BxE[ok], q, axis=0)
   return BootstrapResult(level, int(ok.sum()), {k: float(v[0]) for k, v in lo_hi.items()},
                          {k: float(v[1]) for k, v in lo_hi.items()}, pred[0], pred[1], theta_BxK[ok])
-
-
-# --------------------------------------------------------------------------- the official BNSL recipe (spec §2)
-
-OFFICIAL_GRID = (slice(0, 1, .1), slice(0, 40, 2.5), slice(0, 1, .25), slice(0, 1, .25), slice(0, 40, 2.5),
-                 slice(0, 1, .25))
-
-
-def _bnsl1(x, a, b, c0, c1, d1, f1):
-  return a + b * x ** (-c0) * (1 + (x / d1) ** (1 / f1)) ** (-c1 * f1)
-
-
-def _official_msle(p, x, y):
-  a, b, c0, c1, d1, f1 = p
-  b, d1 = 1.25 ** b - 1 + 1e-8, 1.25 ** d1 - 1 + 1e-8
-  return np.mean((np.log(_bnsl1(x, a, b, c0, c1, d1, f1) + 1) - np.log(y + 1)) ** 2)
-
-
-class OfficialResult(NamedTuple):
-  """popt (a, b, c0, c1, d1, f1), the brute-grid optimum (b, d1 as grid exponents), RMSLEs, wall time."""
-
-  popt: np.ndarray
-  grid_point: np.ndarray
-  rmsle_fit: float
-  rmsle_extrap: float
-  seconds: float
-
-
-def official_recipe(x, y, split: int, *, workers: int = 1) -> OfficialResult:
-  """The official 1-break code path: scipy.optimize.brute over the real-data grid (163,840 points, finish=None,
-  b and d1 as 1.25**p - 1 + 1e-8), then unbounded curve_fit (LM) of log(y + 1), maxfev=1e8. Points sorted by x;
-  the first `split` are fitted, the rest scored.
-  """
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  order = np.argsort(x, kind="stable")
-  x, y = x[order], y[order]
-  if not 6 <= split < len(y):
-    raise ValueError(f"split={split} must leave >= 6 fitting points and >= 1 held-out point of {len(y)}")
-  x1, y1 = x[:split], y[:split]
-  t0 = time.perf_counter()
-  with np.errstate(all="ignore"):
-    p = optimize.brute(_official_msle, OFFICIAL_GRID, args=(x1, y1), full_output=False, finish=None, workers=workers)
-    p0 = np.array(p, np.float64)
-    p0[[1, 4]] = 1.25 ** p0[[1, 4]] - 1 + 1e-8
-    log_model = lambda _x, *q: np.log(_bnsl1(_x, *q) + 1)  # noqa: E731
-    popt, _ = optimize.curve_fit(log_model, x1, np.log(y1 + 1), p0=p0, maxfev=100000000)
-    pred = _bnsl1(x, *popt)
-    e_fit, e_ext = metrics.rmsle(pred[:split], y1), metrics.rmsle(pred[split:], y[split:])
-  return OfficialResult(popt, np.asarray(p, np.float64), e_fit, e_ext, time.perf_counter() - t0)
