@@ -17,6 +17,12 @@ quick   CI demo: sizes (64, 256, 512, 1024), 2 seeds, 200 steps at lr 1e-3 (10x 
         Expect (measured, means over the 2 seeds): min test CE 2.31 nats at 64 and 2.10 at 256 (memorised: final CE
         6.1 and 5.7, accuracy 0), then a sharp drop: 0.64 at 512 (accuracy 0.16) and 0.21 at 1024 (accuracy 0.64).
 
+fit     The quick setting on a grid fine enough to fit a BNSL to: sizes 64, 128, ..., 1024 (16 sizes) x 2 seeds, 200
+        steps at lr 1e-3. 3.5M sample-steps, ~4.7x quick.
+          python -m launch.addition --config=configs/bnsl_addition.py:fit --workdir=runs/add_fit
+          python -m launch.fit --config=configs/fit_sweep.py:addition --config.source.workdir=runs/add_fit \
+              --workdir=runs/add_fit_bnsl
+
 paper   The fit-script sizes 160, 192, 256, ..., 928 (17 sizes, spec §4b) x 8 seeds, lr 1e-4, log every 16 steps.
         Training length as the original's --data_steps (samples; steps = data_steps / train_size, rounded up to a
         multiple of 16): 650k for sizes up to 544 (the original's 160 and 192; its 256-544 runs were only limited by
@@ -59,6 +65,9 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
   if arg == "quick":
     c.train.update(steps=200, log_every=20, lr=1e-3, checkpoint_every=5)
     c.sweep.update(train_size=(64, 256, 512, 1024), seeds=2)
+  elif arg == "fit":
+    c.train.update(steps=200, log_every=20, lr=1e-3, checkpoint_every=5)
+    c.sweep.update(train_size=tuple(range(64, 1025, 64)), seeds=2)
   elif arg == "paper":
     c.train.update(data_steps=tuple(data_steps(n) for n in FIT_SIZES), log_every=16, checkpoint_every=50)
     c.sweep.update(train_size=FIT_SIZES, seeds=8)
@@ -67,5 +76,5 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     c.train.update(data_steps=tuple(data_steps(n) for n in sizes), log_every=16, checkpoint_every=50)
     c.sweep.update(train_size=sizes, seeds=4)
   else:
-    raise ValueError(f"unknown variant {arg!r}; one of quick, paper, dense")
+    raise ValueError(f"unknown variant {arg!r}; one of quick, fit, paper, dense")
   return c
