@@ -1,39 +1,49 @@
-"""Faithful numpy port of the scaling-law estimators M1-M4 of Alabdulmohsin, Neyshabur & Zhai, "Revisiting Neural
-Scaling Laws in Language and Vision" (NeurIPS 2022), as fitted by their public code (google-research/google-research,
+"""Faithful port of the scaling-law estimators M1-M4 of Alabdulmohsin, Neyshabur & Zhai, "Revisiting Neural Scaling
+Laws in Language and Vision" (NeurIPS 2022), as their public code fits them (google-research/google-research,
 `revisiting_neural_scaling_laws/methods/{base,m1,m2,m3,m4}.py` and the notebook; spec `bnsl.md` §3).
 
-The forms (their sign convention: c < 0 in M1, M2, M4):
+Forms (the original's sign convention: c < 0 in M1, M2 and M4):
 
-    M1: y = beta x^c                                  (one least-squares fit of log y on [1, log x])
-    M2: y = err_inf + beta x^c                        (alternate: LS for beta, c; GD then Newton for err_inf)
-    M3: y = beta (1/x + gamma)^c, c >= 0, gamma >= 0  (alternate: LS for beta, c; gamma from a per-point grid)
-    M4: (y - err_inf) / (err_0 - y)^alpha = beta x^c  (alternate: non-negative LS for beta, c, alpha; GD then Newton
-                                                       for err_inf, err_0; predictions solved on a 10,000-point grid)
+    M1: y = beta x^c                                  one least-squares fit of log y on [1, log x]
+    M2: y = err_inf + beta x^c                        alternate LS for (beta, c) with err_inf steps: 1000 epochs of
+                                                      GD (lr 1e-8) for 100 iterations, then 100 damped Newton epochs
+    M3: y = beta (1/x + gamma)^c, c >= 0, gamma >= 0  alternate LS for (beta, c) with gamma picked among the values
+                                                      that solve the equation exactly at single points
+    M4: (y - err_inf) / (err_0 - y)^alpha = beta x^c  alternate non-negative LS for (log beta, -c, alpha) with GD, then
+                                                      Newton, steps on (err_inf, err_0); predictions solve the
+                                                      implicit equation on a 10,000-point grid
 
-Every step of the original is kept, its quirks included: err_inf and err_0 are projected after each step onto
-[0, min y - 1e-3] and [max y + 1e-3, up_bound + 1e-3]; M4's regression column log(err_0 - y) keeps the *initial* err_0
-while err_0 itself moves; M4's non-negative LS also forces log beta >= 0; M3's c is clipped at 0. The only changes
-are mechanical: sklearn's LinearRegression is replaced by the LAPACK least-squares (`np.linalg.lstsq`, gelsd as in
-sklearn) and `scipy.optimize.nnls` (what sklearn calls for positive=True), and M3's loop over candidate gammas is
-vectorised (it picks the same first strict improvement).
+Every step of the original is kept, quirks included: err_inf is projected after each step onto [0, min y - 1e-3]
+and err_0 onto [max y + 1e-3, up_bound + 1e-3]; M4's regression column log(err_0 - y) keeps the *initial* err_0
+while err_0 moves, and its non-negative LS also forces log beta >= 0; M3 clips c at 0; the loops stop when
+|change of beta| < stop (M2 and M4 only after the switch to Newton).
+
+Only the machinery differs. sklearn's LinearRegression becomes the SVD least-squares solution of the fixed design
+matrix (the pseudo-inverse, precomputed once; sklearn calls LAPACK gelsd, also SVD) and, for M4's positive=True,
+the exact NNLS solution: the best non-negative least-squares solution over the 8 supports of the 3 coefficients
+(scipy's Lawson-Hanson `nnls`, which sklearn calls, returns the same unique minimiser). M2's and M4's alternating
+loops, up to 10^6 scalar epochs each, run as one jitted float64 JAX loop; curves are padded with weight-0 copies to
+a bucketed length so lengths share compilations. M3 and the M4 grid solve are plain numpy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-from scipy import optimize
 
 ERR_MARGIN = 1e-3  # base.py: slack around the observed loss range used by the projections
 EPS = 1e-5  # m4.py: |alpha| < EPS predicts as M2; Newton skips a coordinate whose |hessian| <= EPS
 M4_GRID = 10_000  # m4.py `predict_loss(prec=10_000)`: grid size of the implicit-equation solve
-NEWTON_LR, NEWTON_EPOCHS = 0.1, 100  # m2.py / m4.py `_update_errs_hessian` defaults (not exposed by the fit call)
+NEWTON_LR, NEWTON_EPOCHS = 0.1, 100  # m2.py / m4.py `_update_errs_hessian` defaults (the fit call cannot change them)
 METHODS = ("m1", "m2", "m3", "m4")
 
-# `estimate_scaling_params` defaults (the notebook passes only max_iterations=10_000, which is the default).
+# `estimate_scaling_params` defaults; the notebook passes only max_iterations=10_000 (the default).
 _OPTIMIZER = {"max_iterations": 10_000, "stop": 1e-10, "lr": 1e-8, "epochs": 1000, "grad_iters": 100}
 
 # The notebook's keyword settings per domain; err_0 and up_bound are M4's constructor arguments (M1-M3 ignore them).
@@ -48,11 +58,11 @@ REFERENCE_SETTINGS: dict[str, dict] = {
 @dataclasses.dataclass(frozen=True)
 class ReferenceFit:
   """A fitted estimator. params: beta, c, err_inf (m1, m2); beta, c, gamma (m3); beta, c, alpha, err_inf, err_0 (m4).
-  `iterations` counts the outer (least-squares) iterations the fit ran."""
+  `iterations` counts the outer (least-squares) iterations run."""
 
   method: str
   params: dict[str, float]
-  iterations: int = 0
+  iterations: int = 1
 
   def predict(self, x) -> np.ndarray:
     """Predicted loss at data sizes x (any shape), as the original `predict_loss`."""
@@ -62,20 +72,38 @@ class ReferenceFit:
       return p["beta"] * (1.0 / x + p["gamma"]) ** p["c"]
     if self.method != "m4" or abs(p["alpha"]) < EPS:
       return p["err_inf"] + p["beta"] * x ** p["c"]
-    return _m4_grid_solve(p["beta"] * x ** p["c"], p["alpha"], p["err_0"] - p["err_inf"]) + p["err_inf"]
+    return m4_grid_solve(p["beta"] * x ** p["c"], p["alpha"], p["err_0"] - p["err_inf"]) + p["err_inf"]
 
 
-def _m4_grid_solve(f, alpha: float, b: float) -> np.ndarray:
-  """w on linspace(0, b, M4_GRID) minimising |w - f (b - w)^alpha| (first minimiser), for each f."""
-  w_G = np.linspace(0.0, b, M4_GRID)
+def m4_grid_solve(f, alpha: float, b: float, prec: int = M4_GRID) -> np.ndarray:
+  """For each f: the w on linspace(0, b, prec) minimising |w - f (b - w)^alpha| (the first one on ties)."""
   f = np.asarray(f, np.float64)
-  out = np.empty(f.shape)
-  for i, fi in np.ndenumerate(f):  # one row at a time: the original's memory footprint, any number of points
-    out[i] = w_G[np.argmin(np.abs(w_G - fi * (b - w_G) ** alpha))]
-  return out
+  w_G = np.linspace(0.0, b, prec)
+  rhs_G = (b - w_G) ** alpha
+  f_N = f.reshape(-1)
+  out_N = np.empty_like(f_N)
+  for i in range(0, len(f_N), 256):  # chunks keep the (points, grid) table small
+    out_N[i:i + 256] = w_G[np.argmin(np.abs(w_G - f_N[i:i + 256, None] * rhs_G), axis=1)]
+  return out_N.reshape(f.shape)
+
+
+def fit_reference(method: str, x, y, *, domain: str = "NMT", **overrides) -> ReferenceFit:
+  """Fit estimator `method` ("m1".."m4") to one learning curve (x = data seen, y = loss) as the original does.
+
+  `domain` picks the notebook's settings (REFERENCE_SETTINGS[domain]); keyword `overrides` replace single ones
+  (max_iterations, stop, lr, epochs, grad_iters, err_0, up_bound).
+  """
+  x_P, y_P, s = _check_inputs(method, x, y, domain, overrides)
+  if method == "m1":
+    log_beta, c = np.linalg.lstsq(_design(x_P), np.log(y_P), rcond=None)[0]
+    return ReferenceFit("m1", {"beta": math.exp(log_beta), "c": float(c), "err_inf": 0.0})
+  if method == "m3":
+    return _fit_m3(x_P, y_P, s)
+  return _fit_m2(x_P, y_P, s) if method == "m2" else _fit_m4(x_P, y_P, s)
 
 
 def _check_inputs(method: str, x, y, domain: str, overrides: Mapping) -> tuple[np.ndarray, np.ndarray, dict]:
+  """Validated (x sorted, y in the same order, settings)."""
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
   if domain not in REFERENCE_SETTINGS:
@@ -89,7 +117,7 @@ def _check_inputs(method: str, x, y, domain: str, overrides: Mapping) -> tuple[n
     raise ValueError(f"x and y must be 1-D, got shapes {x_P.shape} and {y_P.shape}")
   if x_P.shape != y_P.shape:
     raise ValueError(f"x and y must have the same length, got {len(x_P)} and {len(y_P)}")
-  n_min = 4 if method == "m4" else 3  # more points than least-squares unknowns
+  n_min = 4 if method == "m4" else 3  # more points than least-squares coefficients
   if len(x_P) < n_min:
     raise ValueError(f"{method} needs at least {n_min} points, got {len(x_P)}")
   if not (np.all(np.isfinite(x_P)) and np.all(np.isfinite(y_P))):
@@ -97,94 +125,34 @@ def _check_inputs(method: str, x, y, domain: str, overrides: Mapping) -> tuple[n
   if np.any(x_P <= 0) or np.any(y_P <= 0):
     raise ValueError("x and y must be positive")
   if len(np.unique(x_P)) != len(x_P):
-    raise ValueError("x must not repeat (the original keys the curve by x); drop duplicate points first")
-  if not (isinstance(s["max_iterations"], int) and s["max_iterations"] >= 1):
-    raise ValueError(f"max_iterations must be a positive int, got {s['max_iterations']!r}")
-  for k in ("epochs", "grad_iters"):
-    if not (isinstance(s[k], int) and s[k] >= 0):
-      raise ValueError(f"{k} must be a non-negative int, got {s[k]!r}")
-  if method == "m4":
-    if s["up_bound"] is not None and s["up_bound"] <= 0:
-      raise ValueError(f"up_bound must be > 0 (the lower bound), got {s['up_bound']}")
-    if not np.all(y_P < s["err_0"]):
-      raise ValueError(f"m4 needs every y < err_0 = {s['err_0']} (it regresses on log(err_0 - y)); "
-                       f"max y = {y_P.max()}")
+    raise ValueError("x values must be distinct (the original keys a curve by x); drop repeated points first")
+  for k, least in (("max_iterations", 1), ("epochs", 0), ("grad_iters", 0)):
+    if not (isinstance(s[k], (int, np.integer)) and not isinstance(s[k], bool) and s[k] >= least):
+      raise ValueError(f"{k} must be an int >= {least}, got {s[k]!r}")
+  for k in ("stop", "lr", "err_0"):
+    if not (isinstance(s[k], (int, float)) and math.isfinite(s[k]) and s[k] >= 0):
+      raise ValueError(f"{k} must be a finite number >= 0, got {s[k]!r}")
+  if s["up_bound"] is not None and not s["up_bound"] > 0:
+    raise ValueError(f"up_bound must be None or > 0 (the lower bound), got {s['up_bound']!r}")
+  if method == "m4" and not np.all(y_P < s["err_0"]):
+    raise ValueError(f"m4 needs every y < err_0 = {s['err_0']} (it regresses on log(err_0 - y)); max y = {y_P.max()}")
   order = np.argsort(x_P)
   return x_P[order], y_P[order], s
 
 
-def fit_reference(method: str, x, y, *, domain: str = "NMT", **overrides) -> ReferenceFit:
-  """Fit estimator `method` ("m1".."m4") to one learning curve (x = data seen, y = loss) exactly as the original.
-
-  `domain` picks the notebook's settings (REFERENCE_SETTINGS); keyword `overrides` replace single settings.
-  """
-  x_P, y_P, s = _check_inputs(method, x, y, domain, overrides)
-  if method == "m1":
-    return _fit_m2(x_P, y_P, s, learn_err_inf=False)
-  if method == "m2":
-    return _fit_m2(x_P, y_P, s, learn_err_inf=True)
-  if method == "m3":
-    return _fit_m3(x_P, y_P, s)
-  return _fit_m4(x_P, y_P, s)
-
-
-def _lstsq(a_PxK: np.ndarray, b_P: np.ndarray) -> np.ndarray:
-  return np.linalg.lstsq(a_PxK, b_P, rcond=None)[0]
-
-
-def _fit_m2(x_P: np.ndarray, y_P: np.ndarray, s: dict, learn_err_inf: bool) -> ReferenceFit:
-  """M2 (and M1 = M2 with err_inf fixed at 0 and a single least-squares step)."""
-  design_Px2 = np.stack([np.ones_like(x_P), np.log(x_P)], axis=1)
-  lo, hi = max(0.0, 0.0 - ERR_MARGIN), float(np.min(y_P)) - ERR_MARGIN  # projection interval of err_inf
-  err_inf = hi if learn_err_inf else 0.0
-  beta, c = 1.0, -0.5
-  n_iter = s["max_iterations"] if learn_err_inf else 1
-  old_beta, k = beta, 0
-  for k in range(n_iter):
-    log_beta, c = _lstsq(design_Px2, np.log(y_P - err_inf))
-    beta = math.exp(log_beta)
-    if learn_err_inf:
-      log_f = np.log(beta * x_P ** c)
-      if k < s["grad_iters"]:
-        err_inf = _m2_descent(y_P, log_f, err_inf, lo, hi, s["lr"], s["epochs"])
-      else:
-        err_inf = _m2_newton(y_P, log_f, err_inf, lo, hi)
-    gap, old_beta = beta - old_beta, beta
-    if abs(gap) < s["stop"] and k > s["grad_iters"] + 1:
-      break
-  return ReferenceFit("m1" if not learn_err_inf else "m2", {"beta": beta, "c": float(c), "err_inf": err_inf}, k + 1)
-
-
-def _project(v: float, lo: float, hi: float) -> float:
-  return min(max(v, lo), hi)
-
-
-def _m2_descent(y_P, log_f, e, lo, hi, lr, epochs) -> float:
-  for _ in range(epochs):
-    g = y_P - e
-    e = _project(e - lr * -np.mean((np.log(g) - log_f) / g), lo, hi)
-  return float(e)
-
-
-def _m2_newton(y_P, log_f, e, lo, hi) -> float:
-  for _ in range(NEWTON_EPOCHS):
-    g = y_P - e
-    log_g = np.log(g)
-    grad = -np.mean((log_g - log_f) / g)
-    hess = np.mean((1 - log_g + log_f) / g ** 2)
-    e = _project(e - NEWTON_LR * grad / hess, lo, hi)
-  return float(e)
+def _design(x_P: np.ndarray) -> np.ndarray:
+  return np.stack([np.ones_like(x_P), np.log(x_P)], axis=1)
 
 
 def _fit_m3(x_P: np.ndarray, y_P: np.ndarray, s: dict) -> ReferenceFit:
-  log_y = np.log(y_P)
-  inv_x = 1.0 / x_P
+  log_y, inv_x = np.log(y_P), 1.0 / x_P
   beta, c, gamma = 1.0, -0.5, 0.0
   old_beta, k = beta, 0
   for k in range(s["max_iterations"]):
-    coef = _lstsq(np.stack([np.ones_like(x_P), np.log(inv_x + gamma)], axis=1), log_y)
+    design_Px2 = np.stack([np.ones_like(x_P), np.log(inv_x + gamma)], axis=1)  # recomputed: gamma moves
+    coef = np.linalg.lstsq(design_Px2, log_y, rcond=None)[0]
     beta, c = math.exp(coef[0]), max(0.0, float(coef[1]))
-    gamma = _m3_gamma(x_P, y_P, log_y, beta, c, gamma)
+    gamma = _m3_gamma(inv_x, y_P, log_y, beta, c, gamma)
     gap, old_beta = beta - old_beta, beta
     if abs(gap) < s["stop"]:
       break
@@ -192,15 +160,14 @@ def _fit_m3(x_P: np.ndarray, y_P: np.ndarray, s: dict) -> ReferenceFit:
 
 
 def _m3_objective(log_y, inv_x, beta, c, gamma):
-  """0.5 ||log y - log f|| for each gamma (last axis = points)."""
+  """The original's 0.5 ||log y - log f||, for each gamma (points on the last axis)."""
   return 0.5 * np.sqrt(np.sum((log_y - np.log(beta * (inv_x + gamma) ** c)) ** 2, axis=-1))
 
 
-def _m3_gamma(x_P, y_P, log_y, beta, c, gamma) -> float:
-  """Among the gammas solving the equation exactly at single points, the first >= 0 that lowers the objective most."""
-  if c == 0.0:  # the original divides by c (ZeroDivisionError); no candidate is defined
+def _m3_gamma(inv_x, y_P, log_y, beta, c, gamma) -> float:
+  """The first candidate >= 0 of least objective if it beats the current gamma (the original's sequential scan)."""
+  if c == 0.0:  # the original divides by c here (ZeroDivisionError); keep gamma
     return gamma
-  inv_x = 1.0 / x_P
   cand_G = (y_P / beta) ** (1.0 / c) - inv_x
   cand_G = cand_G[cand_G >= 0]
   if cand_G.size == 0:
@@ -210,59 +177,147 @@ def _m3_gamma(x_P, y_P, log_y, beta, c, gamma) -> float:
   return float(cand_G[i]) if loss_G[i] < _m3_objective(log_y, inv_x, beta, c, gamma) else gamma
 
 
+# --------------------------------------------------------------------------- M2 and M4: one jitted loop each
+
+
+def _bucket(n: int) -> int:
+  return max(16, 1 << (n - 1).bit_length())
+
+
+def _padded(x_P: np.ndarray, y_P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(x, y, w) padded to the bucket length with weight-0 copies of the last point (finite logs everywhere)."""
+  extra = _bucket(len(x_P)) - len(x_P)
+  pad = lambda a: np.r_[a, np.repeat(a[-1:], extra)]
+  return pad(x_P), pad(y_P), np.r_[np.ones(len(x_P)), np.zeros(extra)]
+
+
+def _pinv_padded(a_PxK: np.ndarray, length: int) -> np.ndarray:
+  """SVD pseudo-inverse (K, P) of the design, with zero columns for the padding rows."""
+  pinv = np.linalg.pinv(a_PxK)
+  return np.concatenate([pinv, np.zeros((a_PxK.shape[1], length - a_PxK.shape[0]))], axis=1)
+
+
+def _f64(*values) -> tuple:
+  """Strongly typed float64 scalars (loop carries and jit arguments must not be weakly typed)."""
+  return tuple(np.float64(v) for v in values)
+
+
+def _mean(w_P, v_P, n):
+  return jnp.sum(w_P * v_P) / n
+
+
+def _project(v, lo, hi):
+  return jnp.minimum(jnp.maximum(v, lo), hi)
+
+
+@jax.jit
+def _m2_loop(pinv_2xP, x_P, y_P, w_P, lo, hi, max_iterations, grad_iters, epochs, lr, stop):
+  n = jnp.sum(w_P)
+
+  def descent(e, log_f_P):
+    def epoch(_, e):
+      g_P = y_P - e
+      return _project(e - lr * -_mean(w_P, (jnp.log(g_P) - log_f_P) / g_P, n), lo, hi)
+    return jax.lax.fori_loop(0, epochs, epoch, e)
+
+  def newton(e, log_f_P):
+    def epoch(_, e):
+      g_P = y_P - e
+      log_g_P = jnp.log(g_P)
+      grad = -_mean(w_P, (log_g_P - log_f_P) / g_P, n)
+      hess = _mean(w_P, (1 - log_g_P + log_f_P) / g_P ** 2, n)
+      return _project(e - NEWTON_LR * grad / hess, lo, hi)
+    return jax.lax.fori_loop(0, NEWTON_EPOCHS, epoch, e)
+
+  def body(state):
+    k, old_beta, _, _, e, _ = state
+    log_beta, c = pinv_2xP @ jnp.log(y_P - e)
+    beta = jnp.exp(log_beta)
+    e = jax.lax.cond(k < grad_iters, descent, newton, e, jnp.log(beta * x_P ** c))
+    return k + 1, beta, beta, c, e, (jnp.abs(beta - old_beta) < stop) & (k > grad_iters + 1)
+
+  init = (jnp.zeros_like(max_iterations), *_f64(1.0, 1.0, -0.5), hi, jnp.asarray(False))
+  return jax.lax.while_loop(lambda st: (st[0] < max_iterations) & ~st[-1], body, init)
+
+
+def _fit_m2(x_P: np.ndarray, y_P: np.ndarray, s: dict) -> ReferenceFit:
+  lo, hi = max(0.0, 0.0 - ERR_MARGIN), float(np.min(y_P)) - ERR_MARGIN  # err_inf's interval (initial: hi)
+  xp_P, yp_P, w_P = _padded(x_P, y_P)
+  with jax.enable_x64(True):
+    out = jax.device_get(_m2_loop(_pinv_padded(_design(x_P), len(w_P)), xp_P, yp_P, w_P, *_f64(lo, hi),
+                                  *_ints(s), *_f64(s["lr"], s["stop"])))
+  k, beta, _, c, e, _ = (x.item() for x in out)
+  return ReferenceFit("m2", {"beta": beta, "c": c, "err_inf": e}, k)
+
+
+_SUPPORTS_8x3 = np.array(list(itertools.product((0.0, 1.0), repeat=3)))
+
+
+@jax.jit
+def _m4_loop(pinv_8x3xP, a_Px3, x_P, y_P, w_P, err_0, lo, hi, e0_lo, e0_hi, max_iterations, grad_iters, epochs, lr,
+             stop):
+  n = jnp.sum(w_P)
+
+  def nnls(b_P):
+    """The exact NNLS solution: the feasible support solution of least residual."""
+    coef_8x3 = jnp.einsum("skp,p->sk", pinv_8x3xP, b_P)
+    res_8 = jnp.sum(w_P[None, :] * (jnp.einsum("pk,sk->sp", a_Px3, coef_8x3) - b_P[None, :]) ** 2, axis=1)
+    return coef_8x3[jnp.argmin(jnp.where(jnp.all(coef_8x3 >= 0, axis=1), res_8, jnp.inf))]
+
+  def grads(e, e0, alpha, log_f_P):
+    g_P, h_P = y_P - e, e0 - y_P
+    log_g_P = jnp.log(g_P / h_P ** alpha)
+    r_P = log_g_P - log_f_P
+    return -_mean(w_P, r_P / g_P, n), -alpha * _mean(w_P, r_P / h_P, n), g_P, h_P, log_g_P
+
+  def project(e, e0):
+    return _project(e, lo, hi), _project(e0, e0_lo, e0_hi)
+
+  def descent(errs, alpha, log_f_P):
+    def epoch(_, errs):
+      grad_inf, grad_0, *_ = grads(*errs, alpha, log_f_P)
+      return project(errs[0] - lr * grad_inf, errs[1] - lr * grad_0)
+    return jax.lax.fori_loop(0, epochs, epoch, errs)
+
+  def newton(errs, alpha, log_f_P):
+    def epoch(_, errs):
+      e, e0 = errs
+      grad_inf, grad_0, g_P, h_P, log_g_P = grads(e, e0, alpha, log_f_P)
+      h_inf = _mean(w_P, (1 - log_g_P + log_f_P) / g_P ** 2, n)
+      h_0 = alpha * _mean(w_P, (alpha + log_g_P - log_f_P) / h_P ** 2, n)
+      e = jnp.where(jnp.abs(h_inf) > EPS, e - NEWTON_LR * grad_inf / h_inf, e)
+      e0 = jnp.where(jnp.abs(h_0) > EPS, e0 - NEWTON_LR * grad_0 / h_0, e0)
+      return project(e, e0)
+    return jax.lax.fori_loop(0, NEWTON_EPOCHS, epoch, errs)
+
+  def body(state):
+    k, old_beta, _, _, _, e, e0, _ = state
+    log_beta, minus_c, alpha = nnls(jnp.log(y_P - e))
+    beta, c = jnp.exp(log_beta), -minus_c
+    e, e0 = jax.lax.cond(k < grad_iters, descent, newton, (e, e0), alpha, jnp.log(beta * x_P ** c))
+    return k + 1, beta, beta, c, alpha, e, e0, (jnp.abs(beta - old_beta) < stop) & (k > grad_iters + 1)
+
+  init = (jnp.zeros_like(max_iterations), *_f64(1.0, 1.0, -0.5, 0.0), hi, err_0, jnp.asarray(False))
+  return jax.lax.while_loop(lambda st: (st[0] < max_iterations) & ~st[-1], body, init)
+
+
 def _fit_m4(x_P: np.ndarray, y_P: np.ndarray, s: dict) -> ReferenceFit:
-  err_0 = float(s["err_0"])
-  up = None if s["up_bound"] is None else s["up_bound"] + ERR_MARGIN
-  lo, hi = max(0.0, 0.0 - ERR_MARGIN), float(np.min(y_P)) - ERR_MARGIN  # err_inf in [lo, hi]
-  e0_lo = float(np.max(y_P)) + ERR_MARGIN  # err_0 in [e0_lo, up]
-  design_Px3 = np.stack([np.ones_like(x_P), -np.log(x_P), np.log(err_0 - y_P)], axis=1)  # initial err_0, kept
-  err_inf, beta, c, alpha = hi, 1.0, -0.5, 0.0
-  old_beta, k = beta, 0
-  for k in range(s["max_iterations"]):
-    coef = optimize.nnls(design_Px3, np.log(y_P - err_inf))[0]
-    beta, c, alpha = math.exp(coef[0]), -float(coef[1]), float(coef[2])
-    log_f = np.log(beta * x_P ** c)
-    if k < s["grad_iters"]:
-      err_inf, err_0 = _m4_descent(y_P, log_f, alpha, err_inf, err_0, lo, hi, e0_lo, up, s["lr"], s["epochs"])
-    else:
-      err_inf, err_0 = _m4_newton(y_P, log_f, alpha, err_inf, err_0, lo, hi, e0_lo, up)
-    gap, old_beta = beta - old_beta, beta
-    if abs(gap) < s["stop"] and k > s["grad_iters"] + 1:
-      break
-  params = {"beta": beta, "c": c, "alpha": alpha, "err_inf": err_inf, "err_0": err_0}
-  return ReferenceFit("m4", params, k + 1)
+  lo, hi = max(0.0, 0.0 - ERR_MARGIN), float(np.min(y_P)) - ERR_MARGIN  # err_inf's interval (initial: hi)
+  e0_lo = float(np.max(y_P)) + ERR_MARGIN  # err_0's interval [e0_lo, up_bound + margin]
+  e0_hi = math.inf if s["up_bound"] is None else s["up_bound"] + ERR_MARGIN
+  a_Px3 = np.stack([np.ones_like(x_P), -np.log(x_P), np.log(s["err_0"] - y_P)], axis=1)  # the initial err_0, kept
+  xp_P, yp_P, w_P = _padded(x_P, y_P)
+  pinv_8x3xP = np.stack([_pinv_padded(a_Px3 * m, len(w_P)) * m[:, None] for m in _SUPPORTS_8x3])
+  with jax.enable_x64(True):
+    out = jax.device_get(_m4_loop(pinv_8x3xP, _pad_rows(a_Px3, len(w_P)), xp_P, yp_P, w_P,
+                                  *_f64(s["err_0"], lo, hi, e0_lo, e0_hi), *_ints(s), *_f64(s["lr"], s["stop"])))
+  k, beta, _, c, alpha, e, e0, _ = (x.item() for x in out)
+  return ReferenceFit("m4", {"beta": beta, "c": c, "alpha": alpha, "err_inf": e, "err_0": e0}, k)
 
 
-def _project_m4(e, e0, lo, hi, e0_lo, up):
-  e = min(max(e, lo), hi)
-  e0 = max(e0, e0_lo)
-  if up is not None:
-    e0 = min(e0, up)
-  return e, e0
+def _ints(s: dict) -> tuple:
+  return tuple(np.int64(s[k]) for k in ("max_iterations", "grad_iters", "epochs"))
 
 
-def _m4_grad(y_P, log_f, alpha, e, e0):
-  g, h = y_P - e, e0 - y_P
-  log_g = np.log(g / h ** alpha)
-  r = log_g - log_f
-  return -np.mean(r / g), -alpha * np.mean(r / h), g, h, log_g
-
-
-def _m4_descent(y_P, log_f, alpha, e, e0, lo, hi, e0_lo, up, lr, epochs):
-  for _ in range(epochs):
-    gi, g0, *_ = _m4_grad(y_P, log_f, alpha, e, e0)
-    e, e0 = _project_m4(e - lr * gi, e0 - lr * g0, lo, hi, e0_lo, up)
-  return float(e), float(e0)
-
-
-def _m4_newton(y_P, log_f, alpha, e, e0, lo, hi, e0_lo, up):
-  for _ in range(NEWTON_EPOCHS):
-    gi, g0, g, h, log_g = _m4_grad(y_P, log_f, alpha, e, e0)
-    h_inf = np.mean((1 - log_g + log_f) / g ** 2)
-    h_0 = alpha * np.mean((alpha + log_g - log_f) / h ** 2)
-    if abs(h_inf) > EPS:
-      e = e - NEWTON_LR * gi / h_inf
-    if abs(h_0) > EPS:
-      e0 = e0 - NEWTON_LR * g0 / h_0
-    e, e0 = _project_m4(e, e0, lo, hi, e0_lo, up)
-  return float(e), float(e0)
+def _pad_rows(a_PxK: np.ndarray, length: int) -> np.ndarray:
+  return np.concatenate([a_PxK, np.repeat(a_PxK[-1:], length - len(a_PxK), axis=0)])
