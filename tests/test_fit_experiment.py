@@ -118,7 +118,7 @@ def test_addition_workdir_fit_finds_the_sharp_break(tmp_path):
   _fake_addition(src, data.DIGIT4_X, data.DIGIT4_Y)
   c = _cfg("addition", fit_sweep, n_starts=2048, top_k=16)
   c.source.workdir = src
-  c.methods, c.compare = ("m2", "bnsl1"), ("m2", "bnsl1")
+  c.methods, c.compare = ("m2", "m4", "bnsl1"), ("m2", "m4", "bnsl1")
   curves, res, text = experiment.run(c, str(tmp_path / "fit"))
   assert len(curves) == 1 and len(curves[0].x_test) == 3
   np.testing.assert_allclose(curves[0].y_fit, data.DIGIT4_Y[:14], rtol=1e-6)
@@ -127,6 +127,9 @@ def test_addition_workdir_fit_finds_the_sharp_break(tmp_path):
         f"m2 {res['m2'][0].rmsle_test:.4f}")
   assert b1.rmsle_test <= 0.011 and 550 < b1.params["d1"] < 700
   assert res["m2"][0].rmsle_test > 0.1
+  m4 = res["m4"][0]  # CE > 1: M4 is fitted to y / (1.001 max y_fit) with e0 = 1, predictions scaled back
+  assert m4.params["y_scale"] == pytest.approx(1.001 * data.DIGIT4_Y.max())
+  assert np.all(m4.pred_grid < m4.params["y_scale"]) and np.isfinite(m4.rmsle_test)
   assert "addition (1 curves)" in text
 
 
