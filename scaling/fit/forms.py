@@ -64,7 +64,8 @@ class Form:
 
   def natural(self, theta: np.ndarray) -> dict[str, np.ndarray | float]:
     """Named natural parameters of theta[..., K]; floats for a single vector."""
-    values = self.natural_fn(np.asarray(theta, np.float64))
+    with np.errstate(over="ignore"):  # exp of a huge unconstrained value is inf, which is what it means
+      values = self.natural_fn(np.asarray(theta, np.float64))
     return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v)) for k, v in zip(self.param_names, values)}
 
   def unconstrained(self, natural: Mapping[str, float]) -> np.ndarray:
