@@ -1,0 +1,110 @@
+"""`launch.dmft` / `scaling.dynamics`: config checks and every experiment end to end at toy size."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import dmft as dmft_configs
+from scaling import dynamics, io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(variant, **task):
+  c = dmft_configs.get_config(variant)
+  c.task.update(**{"M": 300, **task})
+  c.t.update(min=0.1, max=300.0, num=9)
+  c.sim.seeds = 4
+  return c
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("experiment", "nope", "experiment"),
+    ("task.M", 0, "task.M"),
+    ("N", (32, -1), "N entries"),
+    ("P", (16.5,), "P entries"),
+    ("t.min", 0.0, "t.min"),
+    ("sim.seeds", 1, "sim.seeds"),
+])
+def test_bad_config_raises_before_writing(tmp_path, field, value, match):
+  c = _tiny("quick")
+  section, _, key = field.rpartition(".")
+  (c[section] if section else c)[key] = value
+  with pytest.raises(ValueError, match=match):
+    dynamics.run(c, str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists()
+
+
+def test_exponent_variants_need_a_b_above_one(tmp_path):
+  c = _tiny("exponents", a=0.9)
+  with pytest.raises(ValueError, match="a > 1"):
+    dynamics.plan(c)
+
+
+def test_quick_launcher_end_to_end_and_reload(tmp_path):
+  wd = tmp_path / "quick"
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  cmd = [sys.executable, "-m", "launch.dmft", "--config=configs/dmft.py:quick", f"--workdir={wd}"]
+  r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  print(r.stdout)
+  rows = [l for l in r.stdout.splitlines() if l.startswith("| N=")]
+  assert len(rows) == 8 and all(l.rstrip(" |").endswith("True") for l in rows), "theory within 3 SE or 4 % of sim"
+  assert (wd / "theory_vs_sim.png").stat().st_size > 10_000
+  th = io.load_npz(str(wd / "theory.npz"))
+  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0 and "loaded from" in again.stderr
+  np.testing.assert_array_equal(io.load_npz(str(wd / "theory.npz"))["test"], th["test"])
+
+
+def test_train_test_gap_and_width_convergence(tmp_path):
+  c = _tiny("train_test_gap")
+  c.N, c.P = (64,), (32, 128)
+  text = dynamics.run(c, str(tmp_path / "gap"))
+  th = io.load_npz(str(tmp_path / "gap" / "theory.npz"))
+  assert np.all(th["train"] <= th["test"] + 1e-12)  # spec A8
+  assert th["test"][0, -1] - th["train"][0, -1] > th["test"][1, -1] - th["train"][1, -1]  # more data, smaller gap
+  assert "| N=64, P=32 | train |" in text
+  c = _tiny("width_convergence")
+  c.N = (25, 50, 100)
+  c.check_t = (0.1, 300.0)
+  c.sim.enabled = False
+  text = dynamics.run(c, str(tmp_path / "width"))
+  early = [l for l in text.splitlines() if l.startswith("| 0.1 |")][0]
+  c_early = [float(v) for v in early.strip("| ").split(" | ")[1:]]
+  assert all(abs(v - 1) < 0.05 for v in c_early), f"early-time 1/N convergence (spec A6): {c_early}"
+
+
+def test_exponents_and_compute_optimal_run(tmp_path):
+  c = _tiny("exponents", M=4000)
+  c.N = (50, 100, 200)
+  c.t.update(min=10.0, max=1000.0, num=5)
+  text = dynamics.run(c, str(tmp_path / "exp"))
+  assert "L(t, ∞, ∞) vs t" in text and (tmp_path / "exp" / "exponents.png").exists()
+  c = _tiny("compute_optimal", M=1000)
+  c.N = (16, 23, 32, 45, 64, 90, 128)
+  c.t.update(min=0.1, max=1e5, num=25)
+  c.sim.max_width = 32
+  text = dynamics.run(c, str(tmp_path / "co"))
+  sim = io.load_npz(str(tmp_path / "co" / "sim.npz"))
+  assert np.all(np.isfinite(sim["test"][:, :3])) and np.all(np.isnan(sim["test"][:, 3:]))  # widths > max_width
+  assert "N*(C)" in text and "t*(C)" in text
+
+
+def test_ensembles_theory_and_sim(tmp_path):
+  c = _tiny("ensembles")
+  c.N, c.P = (32, 32), (0, 128)
+  c.E = (1, 2, 0)
+  c.check_t = (10.0, 300.0)
+  dynamics.run(c, str(tmp_path / "ens"))
+  th = io.load_npz(str(tmp_path / "ens" / "theory.npz"))["L_E"]  # [E, point, t]
+  assert np.all(th[0] >= th[1] - 1e-12) and np.all(th[1] >= th[2] - 1e-12), "more members never hurt"
+  sims = {E: io.load_npz(str(tmp_path / "ens" / f"sim_E{E}.npz")) for E in (1, 2)}
+  assert not (tmp_path / "ens" / "sim_Einf.npz").exists()
+  np.testing.assert_allclose(sims[1]["test_ens"], sims[1]["test"], rtol=1e-12)
+  assert np.all(sims[2]["test_ens"].mean(0) <= sims[2]["test"].mean(0) + 1e-12)
+  assert math.isfinite(float(th[2, 0, -1]))
