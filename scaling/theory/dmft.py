@@ -262,7 +262,7 @@ def _polish(lam_CxB, s_J, D_J, rho_J, inv_n, inv_p, steps: int = 3):
   """(ρ, R_1, R_3) to full relative precision from the converged D.
 
   At late times ρ = R_1 R_3 is small because the factor of the smaller of N, P is: computing it as 1 − D/min(N, P)
-  cancels (D -> min(N, P)) and the 2-D Talbot sum amplifies that error (~1e-2 in L at t ~ 1e8 for N=2). Instead
+  cancels (D -> min(N, P)) and the 2-D Talbot sum amplifies that error (8% in L at t = 1e8 for N=2, P=∞). Instead
   solve Σ_k λ_k/(λ_k + κ) = D for the renormalised ridge κ = s/ρ by Newton from κ = s/ρ (well conditioned: D and κ
   are both O(1)-sensitive to each other), set ρ = s/κ, take the other factor 1 − D/max(N, P) (no cancellation unless
   N ≈ P) and the small one as ρ/(other factor).
@@ -280,25 +280,23 @@ def _polish(lam_CxB, s_J, D_J, rho_J, inv_n, inv_p, steps: int = 3):
 
 
 def _pair_sums(lam_CxB, wstar2_CxB, s_J, rho_J):
-  """Σ_k λ_k H_jk and the four pair sums (S1, S2, B0, B2)_4xJxL = Σ_k (λ, λ², λw*², λ²w*²)_k H_jk H_lk, rows j the
-  upper nodes, columns l all 2 MT − 1 nodes: real GEMMs over chunks of modes, then the conjugate half by symmetry."""
+  """The four pair sums (S1, S2, B0, B2)_4xJxL = Σ_k (λ, λ², λw*², λ²w*²)_k H_jk H_lk, rows j the upper nodes,
+  columns l all 2 MT − 1 nodes: real GEMMs over chunks of modes, then the conjugate half by symmetry."""
   J = s_J.shape[0]
 
-  def body(acc, xs):
+  def body(acc_8Jx2J, xs):
     lam_B, w2_B = xs
     hr, hi = _resolvent(lam_B, s_J, rho_J)
     wts_4xB = jnp.stack([lam_B, lam_B * lam_B, lam_B * w2_B, lam_B * lam_B * w2_B])
     rows_8JxB = jnp.concatenate([wts_4xB[:, None, :] * hr[None], wts_4xB[:, None, :] * hi[None]]).reshape(8 * J, -1)
-    prod_8Jx2J = rows_8JxB @ jnp.concatenate([hr, hi]).T
-    return (acc[0] + jnp.stack([hr, hi]) @ lam_B, acc[1] + prod_8Jx2J), None
+    return acc_8Jx2J + rows_8JxB @ jnp.concatenate([hr, hi]).T, None
 
-  dt = lam_CxB.dtype
-  (h1_2xJ, X), _ = jax.lax.scan(body, (jnp.zeros((2, J), dt), jnp.zeros((8 * J, 2 * J), dt)), (lam_CxB, wstar2_CxB))
+  X, _ = jax.lax.scan(body, jnp.zeros((8 * J, 2 * J), lam_CxB.dtype), (lam_CxB, wstar2_CxB))
   rr, ri, ir, ii = X[:4 * J, :J], X[:4 * J, J:], X[4 * J:, :J], X[4 * J:, J:]
   same = jax.lax.complex(rr - ii, ri + ir)  # Σ w H_j H_l
   conj = jax.lax.complex(rr + ii, ir - ri)  # Σ w H_j conj(H_l) = Σ w H_j H_{-l}
   sums_4xJxL = jnp.concatenate([same, conj[:, 1:]], axis=1).reshape(4, J, 2 * J - 1)
-  return jax.lax.complex(h1_2xJ[0], h1_2xJ[1]), sums_4xJxL
+  return sums_4xJxL
 
 
 def _losses_at(lam_CxB, wstar2_CxB, z_J, w_J, t, rho_J, D_J, inv_n, inv_p):
@@ -310,7 +308,7 @@ def _losses_at(lam_CxB, wstar2_CxB, z_J, w_J, t, rho_J, D_J, inv_n, inv_p):
   s_J = r * z_J
   u_J = r * w_J * jnp.exp((2.0 * mt / 5.0) * z_J)  # c_j e^{s_j t}: s_j t = (2 MT/5) z_j does not depend on t
   rho_J, R1_J, R3_J = _polish(lam_CxB, s_J, D_J, rho_J, inv_n, inv_p)
-  _, (S1, S2, B0, B2) = _pair_sums(lam_CxB, wstar2_CxB, s_J, rho_J)
+  S1, S2, B0, B2 = _pair_sums(lam_CxB, wstar2_CxB, s_J, rho_J)
   s_L, R1_L, R3_L = _full(s_J), _full(R1_J), _full(R3_J)
   u_L = _full(u_J / jnp.where(jnp.arange(mt) == 0, 1.0, 2.0))
   r1_JxL = R1_J[:, None] * R1_L[None, :]
@@ -619,7 +617,8 @@ def fit_power_law(x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[float, float]:
 
 class Frontier(NamedTuple):
   """Compute-optimal frontier of a loss surface: per C, the best L*, N*, t* = C/N*; `interior` marks optima strictly
-  inside the N grid; `exponents` are log-log least-squares slopes over the interior points."""
+  inside the N grid; `exponents` (loss, n, t) are log-log least-squares slopes over the interior points (NaN if
+  fewer than two)."""
 
   C_C: np.ndarray
   L_C: np.ndarray
@@ -668,7 +667,7 @@ def compute_optimal_frontier(L_NxT, N_N, t_T, C_C: npt.ArrayLike | None = None) 
       lLs[c] = np.polyval([p2, p1, p0], lNs[c])
   Ls, Ns = np.exp(lLs), np.exp(lNs)
   ts = C / Ns
-  exps = {}
+  exps = {"loss": math.nan, "n": math.nan, "t": math.nan}  # NaN: fewer than two interior optima
   if interior.sum() >= 2:
     exps = {name: fit_power_law(C[interior], y[interior])[0] for name, y in (("loss", Ls), ("n", Ns), ("t", ts))}
   return Frontier(C, Ls, Ns, ts, interior, exps)
