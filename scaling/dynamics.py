@@ -220,7 +220,8 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
   if not rows:
     return "(none)\n"
   keys = list(rows[0])
-  fmt = lambda v: (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+  fmt = lambda v: (f"{v:.4f}" if isinstance(v, float) and 1e-2 <= abs(v) < 1e4 else  # noqa: E731
+                   f"{v:.4g}" if isinstance(v, float) else str(v))
   return "\n".join(["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
                    + ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]) + "\n"
 
