@@ -248,6 +248,8 @@ def plot_curves(path: str, pts, t, theory: dict[str, np.ndarray], sim: dict[str,
   for ax, kind in zip(axes[0], panels):
     ax.set(xlabel="t (gradient-flow time)", ylabel={"test": "test loss L(t)", "train": "train loss L̂(t)",
                                                     "gap": "L(t) − L̂(t)"}[kind])
+    if kind == "train":  # below ~1e-10 the train loss is round-off of an interpolating fit
+      ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-10))
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7, title="lines: DMFT; points: simulation ± SE", title_fontsize=7)
   axes[0, 0].set_title(title)
