@@ -10,7 +10,8 @@ simulation as points with ± 1 SE error bars):
 - compute_optimal: the theory surface L(N, t) at P = ∞, its frontier L*(C), N*(C), t*(C) and exponents (A5).
 - width_convergence: c(t) = −d log(L_N − L_∞)/d log N across widths (A6).
 - ensembles: E members of width N against one wider model, online and with finite data (§2.5, §3).
-- real_spectrum: see `scaling.spectra_experiment` (spectra of a network at initialisation fed to the DMFT).
+- real_spectrum: the NTK spectrum of a network at initialisation on real data fed to the DMFT, against the
+  linearised network trained by gradient flow (`scaling.real_spectrum`).
 
 N or P = 0 in a config means infinity. Simulations use the same finite M as the theory (pitfall §7.3).
 """
@@ -31,7 +32,8 @@ from scaling import random_features as rf
 from scaling.config_utils import as_checked_dict, as_tuple
 from scaling.theory import dmft
 
-EXPERIMENTS = ("theory_vs_sim", "train_test_gap", "exponents", "compute_optimal", "width_convergence", "ensembles")
+EXPERIMENTS = ("theory_vs_sim", "train_test_gap", "exponents", "compute_optimal", "width_convergence", "ensembles",
+               "real_spectrum")
 
 
 def dmft_config() -> ml_collections.ConfigDict:
@@ -47,6 +49,9 @@ def dmft_config() -> ml_collections.ConfigDict:
   c.check_t = (1.0, 10.0, 100.0, 1e4)
   c.theory = ml_collections.ConfigDict(dict(mt=16))
   c.sim = ml_collections.ConfigDict(dict(enabled=True, seeds=20, seed=0, seed_batch=0, max_width=0))
+  c.real = ml_collections.ConfigDict(dict(dataset="mnist1d", data_dir="", n_pool=2000, P=(125, 250, 500, 1000),
+                                          width=256, depth=3, k_range=(5, 100), draws=4, init_seed=0,
+                                          t_fit=(1.0, 100.0)))  # real_spectrum only
   return c
 
 
@@ -81,6 +86,18 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
   s = cfg["sim"]
   if not (isinstance(s["seeds"], int) and s["seeds"] >= 2):
     raise ValueError(f"sim.seeds must be an int >= 2 (standard errors), got {s['seeds']!r}")
+  r = cfg["real"]
+  r["P"], r["k_range"], r["t_fit"] = list(as_tuple(r["P"])), list(as_tuple(r["k_range"])), list(as_tuple(r["t_fit"]))
+  if cfg["experiment"] == "real_spectrum":
+    ints = (r["n_pool"], r["width"], r["depth"], r["draws"], *r["P"], *r["k_range"])
+    if not all(isinstance(v, int) and v >= 1 for v in ints) or r["depth"] < 2 or r["draws"] < 2:
+      raise ValueError(f"real: n_pool, width, P, k_range must be ints >= 1, depth >= 2, draws >= 2; got {r}")
+    if max(r["P"]) >= r["n_pool"] or sorted(r["P"]) != r["P"] or len(set(r["P"])) != len(r["P"]):
+      raise ValueError(f"real.P must be increasing and < n_pool={r['n_pool']} (the rest is the test set): {r['P']}")
+    if len(r["k_range"]) != 2 or not 1 <= r["k_range"][0] < r["k_range"][1] < r["n_pool"]:
+      raise ValueError(f"real.k_range must be (k_min, k_max) with 1 <= k_min < k_max < n_pool, got {r['k_range']}")
+    if len(r["t_fit"]) != 2 or not 0 < r["t_fit"][0] < r["t_fit"][1]:
+      raise ValueError(f"real.t_fit must be (t_min, t_max) with 0 < t_min < t_max, got {r['t_fit']}")
   return cfg
 
 
@@ -324,6 +341,16 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> str
     plot_curves(os.path.join(workdir, "width_convergence.png"), all_pts, t, th,
                 None if sim is None else {k: np.concatenate([v, np.full_like(v[:, :1], np.nan)], 1)
                                           for k, v in sim.items() if k != "seconds"}, "width convergence")
+  elif exp == "real_spectrum":
+    from scaling import real_spectrum  # pylint: disable=g-import-not-at-top  (imports tensorflow_datasets)
+    r = _cached(workdir, "real_spectrum", lambda: real_spectrum.compute(cfg, workdir, t))
+    comp, ex = real_spectrum.rows(r, cfg)
+    lines[0] = (f"# real_spectrum: {cfg['real']['dataset']}, NTK of a depth-{cfg['real']['depth']} width-"
+                f"{cfg['real']['width']} MLP at init on {cfg['real']['n_pool']} points, {cfg['real']['draws']} "
+                "training sets per P")
+    lines += ["## Exponents: fitted from the spectrum, predicted, measured", "", _md_table(ex),
+              "## Test MSE of the linearised network vs the DMFT (N = ∞)", "", _md_table(comp)]
+    real_spectrum.plot(os.path.join(workdir, "real_spectrum.png"), r)
   elif exp == "ensembles":
     Es = [_size(v, "E") for v in cfg["E"]]
     th = _cached(workdir, "theory", lambda: {"L_E": ensemble_theory(cfg, pts, t, Es), "t": t})
