@@ -1,0 +1,155 @@
+"""Discrete GD of the random-feature model through the sweep engine: plumbing, resume, validation, theory."""
+
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from scaling import io, rf_sweep
+from scaling import random_features as rf
+
+ARRAYS = ("test_loss", "train_loss")
+
+
+def tiny_config(**sections):
+  """A CPU-second-sized run: M=50, (N, P) = (8, 12) and (12, ∞), 3 seeds, 40 steps of η=0.2 in 4 chunks."""
+  c = rf_sweep.rf_gd_config()
+  c.task.update(M=50)
+  c.train.update(eta=0.2, steps=40, log_every=10, checkpoint_every=1)
+  c.sweep.update(points=((8, 12), (12, 0)), seeds=3)
+  for name, values in sections.items():
+    c[name].update(values)
+  return c
+
+
+def test_loop_equals_run_gd_and_a_finished_run_is_skipped(tmp_path, monkeypatch):
+  c = tiny_config()
+  wd = str(tmp_path / "wd")
+  curves = rf_sweep.run(c, wd)
+  assert curves.axes["test_loss"] == rf_sweep.AXES == ("point", "seed", "log_step")
+  assert curves["test_loss"].shape == curves["train_loss"].shape == (2, 3, 5)
+  assert curves["test_loss"].dtype == np.float64
+  np.testing.assert_array_equal(curves.coords["log_step"], [0, 10, 20, 30, 40])
+  np.testing.assert_allclose(curves.coords["t"], [0, 2, 4, 6, 8], rtol=1e-15)
+  np.testing.assert_array_equal(curves.coords["point"], ["N8_P12", "N12_Pinf"])
+  np.testing.assert_array_equal(curves.coords["P"], [12, math.inf])
+  lam, wstar = rf.power_law_task(1.5, 1.25, 50)
+  np.testing.assert_allclose(curves["test_loss"][..., 0], np.sum(lam * wstar ** 2), rtol=1e-14)  # w = 0 at step 0
+  keys = jax.random.split(jax.random.key(0), 3)
+  for i, (N, P) in enumerate(c.sweep.points):
+    for s in range(3):
+      A, psi = rf.sample(keys[s], lam, N, P if P else math.inf)
+      gd = rf.run_gd(A, psi, lam, wstar, 0.2, 40)
+      for name in ARRAYS:
+        np.testing.assert_allclose(curves[name][i, s, 1:], gd[name.split("_")[0]][9::10], rtol=1e-12, atol=0,
+                                   err_msg=f"{name} (N, P) = ({N}, {P}), seed {s}")
+      B = A @ (np.diag(np.sqrt(lam)) if psi is None else psi.T / np.sqrt(P)) / np.sqrt(N)
+      np.testing.assert_allclose(curves["mu_max"][i, s], np.linalg.norm(B, 2) ** 2, rtol=1e-10)
+  np.testing.assert_allclose(curves["train_loss"][1], curves["test_loss"][1], rtol=1e-13)  # population: L̂ = L
+  loaded = io.load_workdir(wd)
+  for name in ARRAYS + ("mu_max",):
+    np.testing.assert_array_equal(loaded[name], curves[name])
+  records = io.read_metrics(wd)
+  expected = [(p, s) for p in ("N8_P12", "N12_Pinf") for s in range(0, 41, 10)]
+  assert [(r["point"], r["step"]) for r in records] == expected
+  assert not [f for f in os.listdir(wd) if f.startswith(".tmp")]
+
+  def never(*args, **kwargs):
+    raise AssertionError("a finished point was trained again")
+
+  monkeypatch.setattr(rf_sweep, "run_chunk", never)
+  again = rf_sweep.run(c, wd)
+  for name in ARRAYS:
+    np.testing.assert_array_equal(again[name], curves[name])
+  assert len(io.read_metrics(wd)) == len(records)
+
+
+class _Killed(Exception):
+  pass
+
+
+@pytest.mark.parametrize("checkpoint_every,kill_after", [(1, 2), (2, 3), (3, 1)])
+def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kill_after):
+  """Kill inside the second point after `kill_after` of its 4 chunks (between checkpoints for (2, 3), before its
+  first one for (3, 1)), re-run: same curves, bitwise."""
+  c = tiny_config(train=dict(checkpoint_every=checkpoint_every))
+  full = rf_sweep.run(c, str(tmp_path / "full"))
+  real, calls = rf_sweep.run_chunk, []
+
+  def dying(*args, **kwargs):
+    calls.append(1)
+    if len(calls) > kill_after + 4:  # 4 chunks per point: dies inside the second point
+      raise _Killed()
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(rf_sweep, "run_chunk", dying)
+  with pytest.raises(_Killed):
+    rf_sweep.run(c, str(tmp_path / "resumed"))
+  saved = os.listdir(tmp_path / "resumed" / "checkpoints" / "N12_Pinf")
+  assert bool(saved) == (kill_after >= checkpoint_every), saved
+  monkeypatch.setattr(rf_sweep, "run_chunk", real)
+  resumed = rf_sweep.run(c, str(tmp_path / "resumed"))
+  for name in ARRAYS:
+    np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
+  steps = [(r["point"], r["step"]) for r in io.read_metrics(str(tmp_path / "resumed"))]
+  assert len(steps) == len(set(steps)) == 2 * 5, "metrics.jsonl has one line per point and log step"
+
+
+@pytest.mark.parametrize("sections,match", [
+    (dict(sweep=dict(points=())), "sweep.points is empty"),
+    (dict(sweep=dict(points=((8, 12), (8, 12)))), "repeated"),
+    (dict(sweep=dict(points=((0, 12),))), "sweep.points"),
+    (dict(sweep=dict(points=((8, -1),))), "sweep.points"),
+    (dict(sweep=dict(points=((8, 12, 3),))), "sweep.points"),
+    (dict(sweep=dict(points=((8.0, 12),))), "sweep.points"),
+    (dict(sweep=dict(seeds=0)), "sweep.seeds"),
+    (dict(task=dict(M=0)), "task.M"),
+    (dict(task=dict(a=-1.0)), "task.a"),
+    (dict(task=dict(b=float("inf"))), "task.b"),
+    (dict(train=dict(eta=0.0)), "train.eta"),
+    (dict(train=dict(eta=float("nan"))), "train.eta"),
+    (dict(train=dict(steps=45)), "multiple of"),
+    (dict(train=dict(log_every=0)), "train.log_every"),
+    (dict(train=dict(checkpoint_every=0)), "train.checkpoint_every"),
+])
+def test_bad_config_raises_before_compiling_or_writing(tmp_path, monkeypatch, sections, match):
+  compiled = []
+  monkeypatch.setattr(rf_sweep, "make_problems", lambda *a, **k: compiled.append(1))
+  with pytest.raises(ValueError, match=match):
+    rf_sweep.run(tiny_config(**sections), str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists() and not compiled
+
+
+def test_eta_too_large_raises_before_writing(tmp_path):
+  mu_max = rf_sweep.plan(tiny_config()).mu_max
+  assert mu_max.shape == (2, 3) and np.all(mu_max > 0)
+  with pytest.raises(ValueError, match=r"GD is unstable: train.eta \* mu_max .* >= 2 at \(N, P\) = \(8, 12\)"):
+    rf_sweep.run(tiny_config(train=dict(eta=2.0 / mu_max.max())), str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists()
+  rf_sweep.plan(tiny_config(train=dict(eta=1.99 / mu_max.max())))  # just below the limit is fine
+  with pytest.raises(ValueError, match="unknown config keys.*train.lr"):
+    cfg = tiny_config().to_dict()
+    cfg["train"]["lr"] = 0.1
+    rf_sweep.run(cfg, str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists()
+
+
+def test_gd_matches_the_dmft_flow_at_t_equal_eta_step(tmp_path):
+  """η=0.05, M=300, (N, P) = (32, 64), 8 seeds: GD test-loss mean within 3 SE or 5 % of the DMFT flow for t >= 1."""
+  c = rf_sweep.rf_gd_config()
+  c.task.update(M=300)
+  c.train.update(eta=0.05, steps=2000, log_every=20, checkpoint_every=1000)
+  c.sweep.update(points=((32, 64),), seeds=8)
+  curves = rf_sweep.run(c, str(tmp_path / "wd"))
+  steps = [20, 40, 100, 200, 400, 1000, 2000]  # t = 1, 2, 5, 10, 20, 50, 100
+  rows = rf_sweep.compare_to_theory(curves, c, steps=steps)
+  print("\n" + rf_sweep.comparison_table(rows))
+  assert [r["t"] for r in rows] == pytest.approx([1, 2, 5, 10, 20, 50, 100])
+  for r in rows:
+    assert abs(r["test_z"]) < 3 or abs(r["test_rel"]) < 0.05, r
+    # The discretisation error alone (same draws, exact flow): O(η) and shrinking relative to the loss.
+    assert abs(r["test_gd_vs_flow"]) < 0.02, r
+    assert r["train_gd"] <= r["test_gd"]
+  assert abs(rows[0]["test_gd_vs_flow"]) > abs(rows[-1]["test_gd_vs_flow"])
