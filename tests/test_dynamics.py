@@ -128,3 +128,14 @@ def test_real_spectrum_on_generated_mnist1d(tmp_path):
   np.testing.assert_allclose(r["theory_emp"][:, early], net, rtol=0.03)
   assert "b (λ_k ∝ k^-b" in text and (tmp_path / "real" / "real_spectrum.png").exists()
   assert (tmp_path / "tfds").exists()  # the generated dataset lives where it was asked to
+
+
+def test_rf_gd_launcher(tmp_path):
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  cmd = [sys.executable, "-m", "launch.rf_gd", "--config=configs/rf_gd.py:quick", "--config.train.steps=200",
+         f"--workdir={tmp_path / 'gd'}"]
+  r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  rows = [l.split() for l in r.stdout.splitlines() if l.strip().startswith(("N32_P64", "N64_Pinf"))]
+  assert len(rows) >= 4 and all(abs(float(row[9].rstrip("%"))) < 1.0 for row in rows), "GD within 1 % of the flow"
+  assert (tmp_path / "gd" / "curves.npz").exists()
