@@ -137,5 +137,5 @@ def test_rf_gd_launcher(tmp_path):
   r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   rows = [l.split() for l in r.stdout.splitlines() if l.strip().startswith(("N32_P64", "N64_Pinf"))]
-  assert len(rows) >= 4 and all(abs(float(row[9].rstrip("%"))) < 1.0 for row in rows), "GD within 1 % of the flow"
+  assert len(rows) >= 4 and all(abs(float(row[10].rstrip("%"))) < 1.0 for row in rows), "GD within 1 % of the flow"
   assert (tmp_path / "gd" / "curves.npz").exists()
