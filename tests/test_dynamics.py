@@ -139,3 +139,24 @@ def test_rf_gd_launcher(tmp_path):
   rows = [l.split() for l in r.stdout.splitlines() if l.strip().startswith(("N32_P64", "N64_Pinf"))]
   assert len(rows) >= 4 and all(abs(float(row[10].rstrip("%"))) < 1.0 for row in rows), "GD within 1 % of the flow"
   assert (tmp_path / "gd" / "curves.npz").exists()
+
+
+def test_ensemble_formula_matches_simulated_ensembles():
+  """Spec §6 A3: the ensemble formula (E members, independent projections, shared data) against simulated ensembles
+  within 3 SE at several t; E -> ∞ approaches C_x."""
+  from scaling import random_features as rf
+  from scaling.theory import dmft
+  a, b, M, N, P, E, S = 1.5, 1.25, 1000, 192, 384, 4, 16
+  t = np.array([1.0, 10.0, 100.0, 1000.0])
+  lam, w2 = dmft.power_law_spectrum(a, b, M)
+  fn = dmft.ensemble_curve_fn(lam, w2)
+  th = fn(t, 1.0 / N, 1.0 / P, E)
+  lam_s, wstar = rf.power_law_task(a, b, M)
+  sim = rf.simulate(0, lam_s, wstar, [N], [P], t, S, n_members=E)["test_ens"][:, 0, 0]  # [seed, t]
+  m, se = sim.mean(0), sim.std(0, ddof=1) / np.sqrt(S)
+  z = np.abs(m - th["L_E"]) / se
+  print("A3 ensemble E=4: theory", np.round(th["L_E"], 4), "sim", np.round(m, 4), "±", np.round(se, 4))
+  assert np.all(z < 3), f"|theory - sim| / SE = {z}"
+  big = fn(t, 1.0 / N, 1.0 / P, 1e9)
+  np.testing.assert_allclose(big["L_E"], th["Cx"], rtol=1e-6)
+  assert np.all(th["Cx"] < th["L_E"]) and np.all(th["L_E"] < th["C0"])
