@@ -74,7 +74,7 @@ def test_train_test_gap_and_width_convergence(tmp_path):
   c.check_t = (0.1, 300.0)
   c.sim.enabled = False
   text = dynamics.run(c, str(tmp_path / "width"))
-  early = [l for l in text.splitlines() if l.startswith("| 0.1 |")][0]
+  early = [l for l in text.splitlines() if l.startswith("| 0.1000 |")][0]
   c_early = [float(v) for v in early.strip("| ").split(" | ")[1:]]
   assert all(abs(v - 1) < 0.05 for v in c_early), f"early-time 1/N convergence (spec A6): {c_early}"
 
