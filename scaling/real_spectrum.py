@@ -27,7 +27,8 @@ from scaling.theory import dmft
 def pool(real: dict[str, Any], workdir: str) -> tuple[np.ndarray, np.ndarray]:
   """The first n_pool training points (x_NxD, ±1 labels) of `real.dataset`."""
   data_dir = real["data_dir"] or os.path.join(workdir, "tfds")
-  kwargs = {"num_samples": max(5000, int(math.ceil(real["n_pool"] / 0.8)))} if real["dataset"] == "mnist1d" else None
+  need = 10 * math.ceil(real["n_pool"] / 0.8 / 10)  # the generator's train split is 0.8; a multiple of 10 classes
+  kwargs = {"num_samples": max(5000, need)} if real["dataset"] == "mnist1d" else None
   x, y = datasets.load_arrays(real["dataset"], "train", data_dir=data_dir, max_examples=real["n_pool"],
                               builder_kwargs=kwargs)
   if len(x) < real["n_pool"]:
