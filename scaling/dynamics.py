@@ -80,6 +80,10 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
     raise ValueError("N and P must not be empty")
   if cfg["pairs"] and len(Ns) != len(Ps):
     raise ValueError(f"pairs=True needs as many N as P, got {len(Ns)} and {len(Ps)}")
+  if cfg["experiment"] in ("compute_optimal", "width_convergence", "exponents") and (
+      len(Ps) != 1 or cfg["pairs"] or any(math.isinf(n) for n in Ns) or np.any(np.diff(Ns) <= 0)):
+    raise ValueError(f"{cfg['experiment']} needs finite, increasing widths N, one P and pairs=False; got N={cfg['N']}, "
+                     f"P={cfg['P']}, pairs={cfg['pairs']}")
   t = cfg["t"]
   if not (0 < t["min"] < t["max"] and isinstance(t["num"], int) and t["num"] >= 2):
     raise ValueError(f"need 0 < t.min < t.max and an int t.num >= 2, got {t}")

@@ -39,6 +39,17 @@ def test_bad_config_raises_before_writing(tmp_path, field, value, match):
   assert not (tmp_path / "wd").exists()
 
 
+def test_frontier_variants_need_increasing_widths_and_one_p(tmp_path):
+  c = _tiny("width_convergence")
+  c.N = (100, 50)
+  with pytest.raises(ValueError, match="increasing widths"):
+    dynamics.plan(c)
+  c = _tiny("compute_optimal")
+  c.P = (0, 64)
+  with pytest.raises(ValueError, match="one P"):
+    dynamics.plan(c)
+
+
 def test_exponent_variants_need_a_b_above_one(tmp_path):
   c = _tiny("exponents", a=0.9)
   with pytest.raises(ValueError, match="a > 1"):
