@@ -366,7 +366,7 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> str
     lines += ["## Ensemble-mean test loss L_E (theory / sim ± SE)", "", _md_table(rows)]
     _plot_ensembles(os.path.join(workdir, "ensembles.png"), pts, t, Es, th["L_E"], sims)
   text = "\n".join(lines) + "\n"
-  io._atomic_write(os.path.join(workdir, "summary.md"), lambda fh: fh.write(text), "w")  # pylint: disable=protected-access
+  io.save_text(os.path.join(workdir, "summary.md"), text)
   return text
 
 

@@ -45,6 +45,11 @@ def save_npz(path: str, **arrays: Any) -> None:
   _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def save_text(path: str, text: str) -> None:
+  """Atomic text write (temp file + rename)."""
+  _atomic_write(path, lambda f: f.write(text), "w")
+
+
 def load_npz(path: str) -> dict[str, np.ndarray]:
   with np.load(path) as z:
     return {k: z[k] for k in z.files}

@@ -144,9 +144,9 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 def fit_methods(curves: Sequence[Curve], methods: Sequence[str], *, objective: str = "msle_log1p",
                 n_starts: int = 2048, top_k: int = 16, key: int = 0, max_breaks: int = 2,
                 n_val: int | None = None) -> dict[str, list[MethodResult]]:
-  """Fits each method to every curve; {method: [MethodResult per curve, in order]} and wall seconds per method.
+  """Fits each method to every curve; {method: [MethodResult per curve, in order]}.
 
-  Our forms: one vmapped `fit_many` per (method, domain). A curve with fewer fitting points than the form's
+  Our forms: one vmapped `fit_many` per (method, domain); M4 outside the benchmark's domains fits y / `y_scale`. A curve with fewer fitting points than the form's
   parameters gets NaN errors for that form. "bnsl": n in 0..max_breaks chosen per curve by validation on its
   largest fitted x (`select_breaks_many`).
   """

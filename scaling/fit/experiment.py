@@ -178,13 +178,12 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> tup
         t0 = time.perf_counter()
         rs = bm.fit_methods([curves[i] for i in idx], [m], **kw)[m]
         seconds[(domain, m)] = time.perf_counter() - t0
-        io._atomic_write(path, lambda fh, rs=rs, s=seconds[(domain, m)]: json.dump(  # pylint: disable=protected-access
-            {"seconds": s, "results": [r.to_json() for r in rs]}, fh), "w")
+        io.save_text(path, json.dumps({"seconds": seconds[(domain, m)], "results": [r.to_json() for r in rs]}))
         logging.info("fit: %s / %s on %d curves in %.1f s", domain, m, len(idx), seconds[(domain, m)])
       for i, r in zip(idx, rs):
         results[m][i] = r
   text = summary(curves, results, cfg, seconds)
-  io._atomic_write(os.path.join(workdir, "summary.md"), lambda fh: fh.write(text), "w")  # pylint: disable=protected-access
+  io.save_text(os.path.join(workdir, "summary.md"), text)
   if cfg["figures"]:
     for i, c in enumerate(curves):
       d = os.path.join(workdir, "figures", c.domain)

@@ -315,19 +315,15 @@ def select_breaks_many(xs: list, ys: list, *, max_breaks: int = 3, n_val: int | 
       raise ValueError(f"curve {i}: n_val={nv} must leave >= 3 fitting points of {len(y)}")
     curves.append((x[order], y[order], nv))
   x_CxP, y_CxP, w_CxP = pad_curves([c[0] for c in curves], [c[1] for c in curves])
-  val = [dict() for _ in curves]
-  full: dict[int, list[FitResult | None]] = {}
+  val: list[dict[int, float]] = [{} for _ in curves]
+  kw = {"objective": objective, "n_starts": n_starts, "top_k": top_k, "key": key, "polish": polish}
   for n in range(max_breaks + 1):
     form = forms_lib.bnsl(n)
     w_val = w_CxP.copy()
     for c, (_, y, nv) in enumerate(curves):
       w_val[c, len(y) - nv:] = 0.0
     ok_c = (w_val.sum(axis=1) >= form.n_params).astype(bool)
-    kw = dict(objective=objective, n_starts=n_starts, top_k=top_k, key=key, polish=polish)
     fits = iter(fit_many(form, x_CxP[ok_c], y_CxP[ok_c], w_val[ok_c], **kw) if ok_c.any() else [])
-    ok_full = w_CxP.sum(axis=1) >= form.n_params
-    full_fits = iter(fit_many(form, x_CxP[ok_full], y_CxP[ok_full], w_CxP[ok_full], **kw) if ok_full.any() else [])
-    full[n] = [next(full_fits) if ok_full[c] else None for c in range(len(curves))]
     for c, (x, y, nv) in enumerate(curves):
       if not ok_c[c]:
         val[c][n] = math.inf
@@ -338,12 +334,14 @@ def select_breaks_many(xs: list, ys: list, *, max_breaks: int = 3, n_val: int | 
       err = metrics.rmsle(r.predict(x[-nv:]), y[-nv:]) if r.ok else math.nan
       val[c][n] = err if math.isfinite(err) else math.inf
       logging.info("select_breaks: curve %d n=%d validation RMSLE %.6g on the last %d points", c, n, val[c][n], nv)
-  out = []
-  for c in range(len(curves)):
-    best = min(val[c], key=lambda n: (val[c][n], n))
-    logging.info("select_breaks: curve %d chose n=%d", c, best)
-    out.append(BreakSelection(best, full[best][c], val[c]))
-  return out
+  best = [min(v, key=lambda n, v=v: (v[n], n)) for v in val]
+  out: list[BreakSelection | None] = [None] * len(curves)
+  for n in sorted(set(best)):  # refit each chosen n on all points, only for the curves that chose it
+    rows = np.flatnonzero(np.array(best) == n)  # rows keep the full padded width: the same compiled program
+    for c, r in zip(rows, fit_many(forms_lib.bnsl(n), x_CxP[rows], y_CxP[rows], w_CxP[rows], **kw)):
+      logging.info("select_breaks: curve %d chose n=%d", c, n)
+      out[c] = BreakSelection(n, r, val[c])
+  return out  # type: ignore[return-value]
 
 
 def select_breaks(x, y, *, max_breaks: int = 3, n_val: int | None = None, objective: str | Objective = "msle_log1p",
