@@ -176,6 +176,13 @@ def gguf_tokenizer(reader: Any) -> Any:
 def hf_config(c: Mapping[str, Any]) -> lm.LMConfig:
   """LMConfig from a Hugging Face `config.json` dict (model_type "llama" or "gpt_neox")."""
   kind = c.get("model_type")
+  if kind not in ("llama", "gpt_neox"):
+    raise ValueError(f"model_type {kind!r} is not supported (llama, gpt_neox)")
+  need = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"]
+  if kind == "gpt_neox":
+    need.remove("intermediate_size")
+  if missing := [k for k in need if k not in c]:
+    raise ValueError(f"config.json ({kind}) lacks {missing}")
   rope = c.get("rope_parameters") or {}
   scaling_ = c.get("rope_scaling") or {}
   if scaling_ and scaling_.get("rope_type", scaling_.get("type", "default")) != "default":
@@ -183,7 +190,7 @@ def hf_config(c: Mapping[str, Any]) -> lm.LMConfig:
   if rope and rope.get("rope_type", "default") != "default":
     raise ValueError(f"rope_parameters {rope} are not implemented (only default RoPE)")
   common = dict(vocab_size=c["vocab_size"], d_model=c["hidden_size"], n_layers=c["num_hidden_layers"],
-                n_heads=c["num_attention_heads"], d_ff=c["intermediate_size"],
+                n_heads=c["num_attention_heads"], d_ff=c.get("intermediate_size", 4 * c["hidden_size"]),
                 max_len=c.get("max_position_embeddings", 2048), name=c.get("_name_or_path", kind) or kind)
   if kind == "llama":
     if c.get("attention_bias") or c.get("mlp_bias"):
@@ -205,7 +212,7 @@ def hf_config(c: Mapping[str, Any]) -> lm.LMConfig:
                        parallel_residual=bool(c.get("use_parallel_residual", True)), rotary_dim=int(hd * pct),
                        rope_base=rope.get("rope_theta", c.get("rotary_emb_base", 10_000.0)), mlp="gelu", bias=True,
                        tied=bool(c.get("tie_word_embeddings", False)))
-  raise ValueError(f"model_type {kind!r} is not supported (llama, gpt_neox)")
+  raise AssertionError(kind)
 
 
 def from_hf_state_dict(sd: Mapping[str, Any], cfg: lm.LMConfig, model_type: str) -> lm.Params:
@@ -214,7 +221,12 @@ def from_hf_state_dict(sd: Mapping[str, Any], cfg: lm.LMConfig, model_type: str)
   if model_type not in ("llama", "gpt_neox"):
     raise ValueError(f"model_type {model_type!r} is not supported (llama, gpt_neox)")
   a = lambda k: np.asarray(sd[k], np.float32)  # noqa: E731
-  missing = []
+  L = cfg.n_layers
+  names = {"gpt_neox": ["gpt_neox.embed_in.weight", "gpt_neox.layers.{}.attention.query_key_value.weight"],
+           "llama": ["model.embed_tokens.weight", "model.layers.{}.self_attn.q_proj.weight"]}[model_type]
+  missing = [n.format(L - 1) for n in names if n.format(L - 1) not in sd]
+  if missing:
+    raise KeyError(f"state dict lacks {missing} (is it a {model_type} checkpoint with {L} layers?)")
 
   def need(k: str) -> np.ndarray:
     if k not in sd:
@@ -222,7 +234,6 @@ def from_hf_state_dict(sd: Mapping[str, Any], cfg: lm.LMConfig, model_type: str)
       return np.zeros(0, np.float32)
     return a(k)
 
-  L = cfg.n_layers
   if model_type == "gpt_neox":
     pre = "gpt_neox.layers.{}."
     H, E = cfg.n_heads, cfg.hd
@@ -257,7 +268,7 @@ def from_hf_state_dict(sd: Mapping[str, Any], cfg: lm.LMConfig, model_type: str)
         "wq": t("self_attn.q_proj.weight"), "wk": t("self_attn.k_proj.weight"), "wv": t("self_attn.v_proj.weight"),
         "wo": t("self_attn.o_proj.weight"), "w_gate": t("mlp.gate_proj.weight"), "w_up": t("mlp.up_proj.weight"),
         "w_down": t("mlp.down_proj.weight"),
-    } if not missing else {}
+    }
     params = {"embed": need("model.embed_tokens.weight"), "blocks": blocks,
               "final_norm": {"scale": need("model.norm.weight")}}
     if not cfg.tied:

@@ -156,10 +156,15 @@ def count_params(cfg: LMConfig) -> tuple[int, int]:
 
 def _norm(p: Params, x: jax.Array, cfg: LMConfig) -> jax.Array:
   if cfg.norm == "rms":
-    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.norm_eps) * p["scale"]
-  mu = jnp.mean(x, axis=-1, keepdims=True)
-  xc = x - mu
-  return xc * jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + cfg.norm_eps) * p["scale"] + p["bias"]
+    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.norm_eps) * _lead(p["scale"], x)
+  xc = x - jnp.mean(x, axis=-1, keepdims=True)
+  y = xc * jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + cfg.norm_eps)
+  return y * _lead(p["scale"], x) + _lead(p["bias"], x)
+
+
+def _lead(v: jax.Array, like: jax.Array) -> jax.Array:
+  """`v` with leading unit axes to the rank of `like` (explicit broadcasting; rank promotion is an error here)."""
+  return v.reshape((1,) * (like.ndim - v.ndim) + v.shape)
 
 
 def rope_tables(positions_T: jax.Array, cfg: LMConfig) -> tuple[jax.Array, jax.Array]:
@@ -178,7 +183,7 @@ def _rope(x_BxTxHxE: jax.Array, cos_TxR: jax.Array, sin_TxR: jax.Array) -> jax.A
   rot, rest = x_BxTxHxE[..., :r], x_BxTxHxE[..., r:]
   half = r // 2
   rotated = jnp.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
-  cos, sin = cos_TxR[:, None, :], sin_TxR[:, None, :]
+  cos, sin = cos_TxR[None, :, None, :], sin_TxR[None, :, None, :]
   return jnp.concatenate([rot * cos + rotated * sin, rest], axis=-1)
 
 
@@ -187,18 +192,18 @@ def _attention(p: Params, x_BxTxD: jax.Array, cos: jax.Array, sin: jax.Array, cf
   H, K, E = cfg.n_heads, cfg.kv_heads, cfg.hd
   q, k, v = (jnp.einsum("btd,de->bte", x_BxTxD, p[w]) for w in ("wq", "wk", "wv"))
   if cfg.bias:
-    q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
+    q, k, v = q + _lead(p["bq"], q), k + _lead(p["bk"], k), v + _lead(p["bv"], v)
   q_BxTxHxE = _rope(q.reshape(B, T, H, E), cos, sin)
   k_BxTxKxE = _rope(k.reshape(B, T, K, E), cos, sin)
   v_BxTxKxE = v.reshape(B, T, K, E)
   q_BxTxKxGxE = q_BxTxHxE.reshape(B, T, K, H // K, E)  # query head h uses kv head h // (H/K), as repeat_kv does
   s_BxKxGxTxS = jnp.einsum("btkge,bske->bkgts", q_BxTxKxGxE, k_BxTxKxE) / math.sqrt(E)
   causal_TxS = jnp.tril(jnp.ones((T, T), bool))
-  s_BxKxGxTxS = jnp.where(causal_TxS, s_BxKxGxTxS, jnp.finfo(jnp.float32).min)
+  s_BxKxGxTxS = jnp.where(causal_TxS[None, None, None], s_BxKxGxTxS, jnp.finfo(jnp.float32).min)
   w_BxKxGxTxS = jax.nn.softmax(s_BxKxGxTxS, axis=-1)
   o_BxTxKxGxE = jnp.einsum("bkgts,bske->btkge", w_BxKxGxTxS, v_BxTxKxE)
   out = jnp.einsum("bte,ed->btd", o_BxTxKxGxE.reshape(B, T, H * E), p["wo"])
-  return out + p["bo"] if cfg.bias else out
+  return out + _lead(p["bo"], out) if cfg.bias else out
 
 
 def _mlp(p: Params, x_BxTxD: jax.Array, cfg: LMConfig) -> jax.Array:
@@ -206,8 +211,9 @@ def _mlp(p: Params, x_BxTxD: jax.Array, cfg: LMConfig) -> jax.Array:
   if cfg.mlp == "swiglu":
     h = jax.nn.silu(jnp.einsum("btd,df->btf", x_BxTxD, p["w_gate"])) * up
     return jnp.einsum("btf,fd->btd", h, p["w_down"])
-  h = jax.nn.gelu(up + p["b_up"], approximate=False)
-  return jnp.einsum("btf,fd->btd", h, p["w_down"]) + p["b_down"]
+  h = jax.nn.gelu(up + _lead(p["b_up"], up), approximate=False)
+  out = jnp.einsum("btf,fd->btd", h, p["w_down"])
+  return out + _lead(p["b_down"], out)
 
 
 def _block(p: Params, x_BxTxD: jax.Array, cos: jax.Array, sin: jax.Array, cfg: LMConfig) -> jax.Array:
