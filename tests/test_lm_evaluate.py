@@ -1,0 +1,103 @@
+"""Per-token evaluation: batched, bucketed forwards equal a direct forward per document; checkpoints on disk go
+through `launch.lm_eval`'s pipeline into losses.npz and the scaling report."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import lm_eval as lm_eval_config
+from scaling import io
+from scaling.lm import corpus as corpus_lib
+from scaling.lm import evaluate
+from scaling.lm import model as lm
+
+
+def _corpus(max_len=40):
+  rng = np.random.default_rng(0)
+  docs = [list(rng.integers(2, 50, n)) for n in (1, 30, 40, 7, 0, 2, 55, 13, 9)]
+  return corpus_lib.tokenize([" ".join(map(str, d)) for d in docs], lambda s: [int(x) for x in s.split()],
+                             max_len=max_len)
+
+
+def test_per_token_losses_equal_direct_forwards():
+  cfg = lm.llama(50, 16, 2, 4, 32, n_kv_heads=2, max_len=64)
+  params = lm.init(jax.random.key(0), cfg)
+  c = _corpus()
+  ev = evaluate.per_token_losses(params, cfg, c, batch_size=3, bucket=16)
+  assert ev.losses.shape == (c.n_predictions,)
+  want = []
+  for d in range(c.n_docs):
+    n = int(c.lengths[d])
+    if n >= 2:
+      want.append(np.asarray(lm.token_losses(params, jnp.asarray(c.tokens[d:d + 1, :n]), cfg))[0])
+  np.testing.assert_allclose(ev.losses, np.concatenate(want), rtol=2e-5, atol=2e-5,
+                             err_msg="bucketed batches must not change any per-token loss")
+  with pytest.raises(ValueError, match="model takes"):
+    evaluate.per_token_losses(params, lm.llama(50, 16, 2, 4, 32, max_len=8), c)
+
+
+def _hf_dir(path, tok, d_model, n_layers, seed):
+  """A tiny Llama checkpoint directory as Hugging Face writes it (config.json + safetensors + tokenizer.json)."""
+  from safetensors.numpy import save_file
+
+  cfg = lm.llama(tok.get_vocab_size(), d_model, n_layers, 2, 2 * d_model, max_len=128)
+  p = jax.tree.map(np.asarray, lm.init(jax.random.key(seed), cfg))
+  b = p["blocks"]
+  sd = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]["scale"]}
+  names = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj", "wo": "self_attn.o_proj",
+           "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj", "w_down": "mlp.down_proj"}
+  for i in range(n_layers):
+    for ours, theirs in names.items():
+      sd[f"model.layers.{i}.{theirs}.weight"] = np.ascontiguousarray(b[ours][i].T)
+    sd[f"model.layers.{i}.input_layernorm.weight"] = b["norm1"]["scale"][i]
+    sd[f"model.layers.{i}.post_attention_layernorm.weight"] = b["norm2"]["scale"][i]
+  os.makedirs(path)
+  save_file(sd, os.path.join(path, "model.safetensors"))
+  tok.save(os.path.join(path, "tokenizer.json"))
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(dict(model_type="llama", vocab_size=cfg.vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
+                   num_attention_heads=2, num_key_value_heads=2, intermediate_size=2 * d_model,
+                   max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=True), f)
+  return cfg, p
+
+
+def test_evaluate_models_writes_report_and_resumes(tmp_path):
+  docs = corpus_lib.read_documents("pydoc_data", max_docs=6)
+  tok = corpus_lib.train_bpe(docs, 300)
+  dirs = []
+  for i, (d, n) in enumerate([(8, 1), (16, 1), (24, 2)]):
+    _hf_dir(str(tmp_path / f"m{i}"), tok, d, n, i)
+    dirs.append("hf:" + str(tmp_path / f"m{i}"))
+  c = lm_eval_config.get_config("quick")
+  c.models = ",".join(reversed(dirs))
+  c.corpus.max_docs, c.corpus.context = 6, 64
+  wd = str(tmp_path / "wd")
+  text = evaluate.evaluate_models(c, wd)
+  d = evaluate.load_losses(wd)
+  assert d["losses_MxT"].shape[0] == 3 and np.all(np.isfinite(d["losses_MxT"]))
+  assert "α_N" in text and "| m0 |" in text
+  assert os.path.exists(os.path.join(wd, "report", "mean_loss_vs_params.png"))
+  before = d["losses_MxT"].copy()
+  evaluate.evaluate_models(c, wd)  # cached per model
+  np.testing.assert_array_equal(evaluate.load_losses(wd)["losses_MxT"], before)
+  c2 = lm_eval_config.get_config("quick")
+  c2.models = dirs[0]
+  with pytest.raises(ValueError, match="config"):
+    evaluate.evaluate_models(c2, wd)
+
+
+def test_eval_config_errors(tmp_path):
+  c = lm_eval_config.get_config("pythia")
+  with pytest.raises(ValueError, match="empty"):
+    evaluate.evaluate_models(c, str(tmp_path / "x"))
+  c.models = "torch:/x"
+  with pytest.raises(ValueError, match="not 'smollm2'"):
+    evaluate.evaluate_models(c, str(tmp_path / "x"))
+  assert not os.path.exists(tmp_path / "x")
+  with pytest.raises(ValueError, match="unknown"):
+    lm_eval_config.get_config("nope")
