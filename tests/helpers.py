@@ -1,6 +1,13 @@
-"""Tiny configs shared by the tests."""
+"""Tiny configs and checkpoints shared by the tests."""
+
+import json
+import os
+
+import jax
+import numpy as np
 
 from configs import quanta_msp
+from scaling.lm import model as lm
 
 
 def tiny_config(**sections):
@@ -12,3 +19,28 @@ def tiny_config(**sections):
   for name, values in sections.items():
     c[name].update(values)
   return c
+
+
+def hf_llama_dir(path, tok, d_model, n_layers, seed):
+  """A tiny Llama checkpoint directory as Hugging Face writes it (config.json + safetensors + tokenizer.json)."""
+  from safetensors.numpy import save_file
+
+  cfg = lm.llama(tok.get_vocab_size(), d_model, n_layers, 2, 2 * d_model, max_len=128)
+  p = jax.tree.map(np.asarray, lm.init(jax.random.key(seed), cfg))
+  b = p["blocks"]
+  sd = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]["scale"]}
+  names = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj", "wo": "self_attn.o_proj",
+           "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj", "w_down": "mlp.down_proj"}
+  for i in range(n_layers):
+    for ours, theirs in names.items():
+      sd[f"model.layers.{i}.{theirs}.weight"] = np.ascontiguousarray(b[ours][i].T)
+    sd[f"model.layers.{i}.input_layernorm.weight"] = b["norm1"]["scale"][i]
+    sd[f"model.layers.{i}.post_attention_layernorm.weight"] = b["norm2"]["scale"][i]
+  os.makedirs(path)
+  save_file(sd, os.path.join(path, "model.safetensors"))
+  tok.save(os.path.join(path, "tokenizer.json"))
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(dict(model_type="llama", vocab_size=cfg.vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
+                   num_attention_heads=2, num_key_value_heads=2, intermediate_size=2 * d_model,
+                   max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=True), f)
+  return cfg, p

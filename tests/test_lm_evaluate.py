@@ -1,17 +1,15 @@
 """Per-token evaluation: batched, bucketed forwards equal a direct forward per document; checkpoints on disk go
 through `launch.lm_eval`'s pipeline into losses.npz and the scaling report."""
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+import helpers
 from configs import lm_eval as lm_eval_config
-from scaling import io
 from scaling.lm import corpus as corpus_lib
 from scaling.lm import evaluate
 from scaling.lm import model as lm
@@ -41,37 +39,12 @@ def test_per_token_losses_equal_direct_forwards():
     evaluate.per_token_losses(params, lm.llama(50, 16, 2, 4, 32, max_len=8), c)
 
 
-def _hf_dir(path, tok, d_model, n_layers, seed):
-  """A tiny Llama checkpoint directory as Hugging Face writes it (config.json + safetensors + tokenizer.json)."""
-  from safetensors.numpy import save_file
-
-  cfg = lm.llama(tok.get_vocab_size(), d_model, n_layers, 2, 2 * d_model, max_len=128)
-  p = jax.tree.map(np.asarray, lm.init(jax.random.key(seed), cfg))
-  b = p["blocks"]
-  sd = {"model.embed_tokens.weight": p["embed"], "model.norm.weight": p["final_norm"]["scale"]}
-  names = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj", "wo": "self_attn.o_proj",
-           "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj", "w_down": "mlp.down_proj"}
-  for i in range(n_layers):
-    for ours, theirs in names.items():
-      sd[f"model.layers.{i}.{theirs}.weight"] = np.ascontiguousarray(b[ours][i].T)
-    sd[f"model.layers.{i}.input_layernorm.weight"] = b["norm1"]["scale"][i]
-    sd[f"model.layers.{i}.post_attention_layernorm.weight"] = b["norm2"]["scale"][i]
-  os.makedirs(path)
-  save_file(sd, os.path.join(path, "model.safetensors"))
-  tok.save(os.path.join(path, "tokenizer.json"))
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(dict(model_type="llama", vocab_size=cfg.vocab_size, hidden_size=d_model, num_hidden_layers=n_layers,
-                   num_attention_heads=2, num_key_value_heads=2, intermediate_size=2 * d_model,
-                   max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=True), f)
-  return cfg, p
-
-
 def test_evaluate_models_writes_report_and_resumes(tmp_path):
   docs = corpus_lib.read_documents("pydoc_data", max_docs=6)
   tok = corpus_lib.train_bpe(docs, 300)
   dirs = []
   for i, (d, n) in enumerate([(8, 1), (16, 1), (24, 2)]):
-    _hf_dir(str(tmp_path / f"m{i}"), tok, d, n, i)
+    helpers.hf_llama_dir(str(tmp_path / f"m{i}"), tok, d, n, i)
     dirs.append("hf:" + str(tmp_path / f"m{i}"))
   c = lm_eval_config.get_config("quick")
   c.models = ",".join(reversed(dirs))
