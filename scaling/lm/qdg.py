@@ -125,12 +125,13 @@ def _normalise_flat(g: Params) -> jax.Array:
 
 def gradient_features(params: Params, cfg: lm.LMConfig, corpus: corpus_lib.Corpus, flat_idx: np.ndarray,
                       last_blocks: int | None, similarity: str, proj_dim: int, proj_nnz: int, key: jax.Array,
-                      grad_batch: int = 16, bucket: int = 64, done: np.ndarray | None = None,
+                      grad_batch: int = 16, bucket: int | None = None, done: np.ndarray | None = None,
                       save: Any = None, save_every: int = 20) -> np.ndarray:
   """Normalised per-token gradient features [N, P] (exact) or [N, proj_dim] (JL) of the selected predictions.
 
   Tokens are grouped by document (one forward each), `grad_batch` VJPs at a time (the last group padded by
-  repeating a position, whose result is dropped). `done`/`save` resume: rows already computed are skipped, and
+  repeating a position, whose result is dropped). Documents are padded to a multiple of `bucket` tokens (default:
+  the corpus length, so one compiled program serves every document; padding is causal, so it changes nothing). `done`/`save` resume: rows already computed are skipped, and
   `save(features, done)` is called every `save_every` documents.
   """
   doc_N, pos_N = corpus.locate(flat_idx)
@@ -143,7 +144,7 @@ def gradient_features(params: Params, cfg: lm.LMConfig, corpus: corpus_lib.Corpu
   for i, d in enumerate(docs):
     rows = np.nonzero((doc_N == d) & ~done)[0]
     n = int(corpus.lengths[d])
-    t = int(min(corpus.max_len, -(-n // bucket) * bucket))
+    t = corpus.max_len if bucket is None else int(min(corpus.max_len, -(-n // bucket) * bucket))
     tokens = jnp.asarray(corpus.tokens[d:d + 1, :t])
     for s in range(0, len(rows), grad_batch):
       r = rows[s:s + grad_batch]
@@ -297,7 +298,7 @@ def summary_markdown(s: dict[str, Any], c: dict[str, Any]) -> str:
   return "\n".join([
       f"# QDG on {s['model']}", "",
       f"- Tokens: loss < {sel['threshold']} {sel['units']}: {s['n_below_threshold']:,} of "
-      f"{s['n_predictions']:,} predictions; induction filter {sel['induction']}; every {sel['every']}th, first "
+      f"{s['n_predictions']:,} predictions; induction filter {sel['induction']}; one in every {sel['every']}, first "
       f"{sel['first']:,} -> **{s['n_selected']:,} tokens**.",
       f"- Gradients: {s['gradient_dim']:,} parameters ({blocks} without their norms, + final norm; no embeddings); "
       f"{sim}.",
