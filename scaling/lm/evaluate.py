@@ -176,8 +176,8 @@ def eval_config_dict(config: Any) -> dict[str, Any]:
   if not specs:
     raise ValueError("config.models is empty: give 'smollm2', 'gguf:PATH' or 'hf:DIR' (comma-separated)")
   for s in specs:
-    if s != "smollm2" and not (s.partition(":")[0] in ("gguf", "hf") and s.partition(":")[2]):
-      raise ValueError(f"model spec {s!r} is not 'smollm2', 'gguf:PATH' or 'hf:DIR'")
+    if not checkpoints.valid_spec(s):
+      raise ValueError(f"model spec {s!r} is not 'smollm2', 'gguf:PATH', 'hf:DIR' or 'family:WORKDIR[:NAME]'")
   names = [checkpoints.model_name(s) for s in specs]
   if len(set(names)) != len(names):
     raise ValueError(f"model names collide: {names}")

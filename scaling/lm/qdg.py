@@ -191,8 +191,8 @@ def config_dict(config: Any) -> dict[str, Any]:
   if k["report_k"] not in k["ks"]:
     errs.append(f"cluster.report_k={k['report_k']} is not one of cluster.ks")
   spec = c["model"]
-  if spec != "smollm2" and not (spec.partition(":")[0] in ("gguf", "hf") and spec.partition(":")[2]):
-    errs.append(f"model {spec!r} is not 'smollm2', 'gguf:PATH' or 'hf:DIR'")
+  if not checkpoints.valid_spec(spec):
+    errs.append(f"model {spec!r} is not 'smollm2', 'gguf:PATH', 'hf:DIR' or 'family:WORKDIR[:NAME]'")
   if errs:
     raise ValueError("QDG config: " + "; ".join(errs))
   return c
