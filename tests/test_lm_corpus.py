@@ -233,3 +233,13 @@ def test_train_bpe_deterministic_and_round_trip():
   assert (docs[0]).startswith(before + target)
   with pytest.raises(ValueError):
     lc.train_bpe(docs, vocab_size=100)
+
+
+def test_stdlib_corpus_is_the_standard_library_source():
+  docs = lc.read_documents(lc.STDLIB_CORPUS)
+  assert len(docs) > 3000 and sum(map(len, docs)) > 5_000_000, "the stdlib corpus should be ~12 MB of code"
+  assert any("def " in d for d in docs[:50])
+  assert lc.read_documents(lc.STDLIB_CORPUS, max_docs=7) == docs[:7]
+  assert "not the Pile" in lc.source_label(lc.STDLIB_CORPUS)
+  assert "not the Pile" in lc.source_label(lc.DEFAULT_CORPUS)
+  assert lc.source_label("/data/pile/test.jsonl.zst") == "/data/pile/test.jsonl.zst"

@@ -200,7 +200,7 @@ def evaluate_models(config: Any, workdir: str) -> str:
   io.write_config(workdir, c)
   cc = c["corpus"]
   docs = corpus_lib.read_documents(cc["source"], cc.get("max_docs"), doc_chars=cc["doc_chars"])
-  label = corpus_lib.DEFAULT_CORPUS_LABEL if cc["source"] == corpus_lib.DEFAULT_CORPUS else cc["source"]
+  label = corpus_lib.source_label(cc["source"])
   names, losses, cfgs, rates, corpus, decode = [], [], [], [], None, None
   for spec in specs:
     name = checkpoints.model_name(spec)
