@@ -58,6 +58,8 @@ def test_evaluate_models_writes_report_and_resumes(tmp_path):
   before = d["losses_MxT"].copy()
   evaluate.evaluate_models(c, wd)  # cached per model
   np.testing.assert_array_equal(evaluate.load_losses(wd)["losses_MxT"], before)
+  text = evaluate.report(wd, fit_models=evaluate.parse_fit_models(":-1"))  # `launch.lm_report --fit_models=:-1`
+  assert "α_N fit skipped" in text  # 2 of the 3 sizes are too few points for a fit with an error
   c2 = lm_eval_config.get_config("quick")
   c2.models = dirs[0]
   with pytest.raises(ValueError, match="config"):
@@ -74,3 +76,12 @@ def test_eval_config_errors(tmp_path):
   assert not os.path.exists(tmp_path / "x")
   with pytest.raises(ValueError, match="unknown"):
     lm_eval_config.get_config("nope")
+
+
+def test_parse_fit_models():
+  assert evaluate.parse_fit_models("") is None
+  assert evaluate.parse_fit_models(":6") == slice(None, 6)
+  assert evaluate.parse_fit_models("1:-1") == slice(1, -1)
+  for bad in ("6", "a:b", "1:2:3"):
+    with pytest.raises(ValueError, match="slice"):
+      evaluate.parse_fit_models(bad)

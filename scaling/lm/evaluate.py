@@ -234,3 +234,18 @@ def evaluate_models(config: Any, workdir: str) -> str:
     return f"{before}[{target}]"
 
   return report(workdir, contexts=contexts)
+
+
+def parse_fit_models(text: str) -> slice | None:
+  """`--fit_models` text: "" (all models) or a Python slice "a:b" over the models sorted by size (the paper fits
+  the first 6 of 7 Pythia sizes: ":6" or ":-1")."""
+  if not text.strip():
+    return None
+  parts = text.split(":")
+  if len(parts) != 2:
+    raise ValueError(f"fit_models {text!r} is not a slice 'a:b' (e.g. ':-1')")
+  try:
+    a, b = (int(x) if x.strip() else None for x in parts)
+  except ValueError as e:
+    raise ValueError(f"fit_models {text!r} is not a slice of integers") from e
+  return slice(a, b)
