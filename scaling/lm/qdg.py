@@ -6,7 +6,7 @@ paper's parameter subset — every block parameter except the per-block norms, p
 Pythia: names containing neither `layernorm` nor `embed`, `final_layer_norm` included). `last_blocks=B` restricts
 the subset to the last B blocks (+ the final norm) for CPU-sized runs. One forward per document, then one VJP per
 selected token of that document, vmapped over `grad_batch` tokens at a time: the forward is shared and nothing is
-recomputed per token.
+recomputed per token; each token's output head is differentiated at its own position only.
 
 Each gradient is L2-normalised exactly (its norm is taken over the full subset), then either kept whole
 (`similarity="exact"`, flattened; N x P floats must fit in memory) or projected by the sparse JL map of
@@ -84,16 +84,33 @@ def _losses_from_subset(diff: Params, fixed: Params, x_BxTxD: jax.Array, tokens_
 def document_grads(params: Params, tokens_1xT: jax.Array, positions_G: jax.Array, cfg: lm.LMConfig,
                    last_blocks: int | None = None) -> tuple[Params, jax.Array]:
   """Gradients of the single-token losses at prediction indices `positions_G` of one document, w.r.t. the QDG
-  subset: a pytree with leaves [G, ...], and the losses [G]. One forward, G vmapped VJPs."""
+  subset: a pytree with leaves [G, ...], and the losses [G].
+
+  One forward through the blocks (its VJP kept), then per token: the loss of its one output row (final norm and
+  unembedding of a single position, so the gradient w.r.t. that row's hidden state and the final norm costs one
+  D x V product, not T of them) and one VJP of the blocks with the cotangent on that row; vmapped over tokens.
+  """
   diff, fixed = split_params(params, cfg, last_blocks)
   x = lm.embed(params, tokens_1xT)
   if cfg.n_layers - (cfg.n_layers if last_blocks is None else last_blocks):
     x = lm.run_blocks(fixed["head_blocks"], x, cfg)
   x = jax.lax.stop_gradient(x)
-  losses_T1, vjp = jax.vjp(lambda d: _losses_from_subset(d, fixed, x, tokens_1xT, cfg), diff)
-  onehot_GxT1 = jax.nn.one_hot(positions_G, losses_T1.shape[0], dtype=losses_T1.dtype)
-  (g,) = jax.vmap(vjp)(onehot_GxT1)
-  return g, losses_T1[positions_G]
+  h_1xTxD, vjp_blocks = jax.vjp(lambda b: lm.run_blocks({**b, **fixed["norms"]}, x, cfg), diff["blocks"])
+  head_params = {k: v for k, v in fixed.items() if k in lm.EMBED_NAMES}
+
+  def row_loss(final_norm: Params, h_D: jax.Array, target: jax.Array) -> jax.Array:
+    logits = lm.head({**head_params, "final_norm": final_norm}, h_D[None, None, :], cfg)
+    return lm.cross_entropy(logits, target[None, None])[0, 0]
+
+  def one(position: jax.Array) -> tuple[Params, jax.Array]:
+    target = tokens_1xT[0, position + 1]
+    loss, (g_norm, g_h_D) = jax.value_and_grad(row_loss, argnums=(0, 1))(diff["final_norm"], h_1xTxD[0, position],
+                                                                           target)
+    ct_1xTxD = jnp.zeros_like(h_1xTxD).at[0, position].set(g_h_D)
+    (g_blocks,) = vjp_blocks(ct_1xTxD)
+    return {"blocks": g_blocks, "final_norm": g_norm}, loss
+
+  return jax.vmap(one)(positions_G)
 
 
 def token_grad(params: Params, tokens_1xT: jax.Array, position: int, cfg: lm.LMConfig,
