@@ -45,6 +45,11 @@ def save_npz(path: str, **arrays: Any) -> None:
   _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def save_npy(path: str, array: np.ndarray) -> None:
+  """Atomic `np.save` (temp file + rename)."""
+  _atomic_write(path, lambda f: np.save(f, array))
+
+
 def save_text(path: str, text: str) -> None:
   """Atomic text write (temp file + rename)."""
   _atomic_write(path, lambda f: f.write(text), "w")

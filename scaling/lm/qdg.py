@@ -273,7 +273,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
 
   # 4. similarity, affinity, clusters
   C = qc.cosine_blockwise(feats, block=c["cluster"]["block"])
-  np.save(os.path.join(workdir, "similarity.npy"), C.astype(np.float32))
+  io.save_npy(os.path.join(workdir, "similarity.npy"), C.astype(np.float32))
   A = qc.affinity(C)
   kpath = os.path.join(workdir, "clusters.npz")
   k = c["cluster"]
