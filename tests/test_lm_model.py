@@ -225,3 +225,16 @@ def test_smollm2_real_weights_loss():
   assert 1.5 < loss < 2.3, f"SmolLM2 mean CE on the story is {loss:.3f} nats"
   bad = ck.load_gguf(path, undo_rope_permutation=False)
   assert float(f(bad.params, ids, bad.cfg).mean()) > loss + 1.0
+
+
+def test_half_precision_safetensors_are_read_as_float32(tmp_path):
+  """Checkpoints on the Hub are mostly bf16 / fp16; the loader upcasts them exactly."""
+  from safetensors.torch import save_file
+
+  a = torch.randn(3, 4).to(torch.bfloat16)
+  b = torch.randn(5).half()
+  save_file({"a": a, "b": b}, str(tmp_path / "model.safetensors"))
+  sd = ck._read_state_dict(str(tmp_path))
+  assert sd["a"].dtype == np.float32 and sd["b"].dtype == np.float32
+  np.testing.assert_array_equal(sd["a"], a.float().numpy())
+  np.testing.assert_array_equal(sd["b"], b.float().numpy())
