@@ -26,7 +26,9 @@ full    The default: vocab 2048, context 128, 5 Llama sizes (d32_L2, d64_L2, d96
 
 stdlib  The same 5 sizes on a 30x larger built-in corpus, the Python standard library source (`python_stdlib`:
         6,102 documents, ~12 MB of code, not English), vocab 4096, batch 16, 1500 steps (3.1M training predictions,
-        under one epoch, so no size overfits).
+        one epoch, so no size overfits). Measured: 44 min wall on 2 cores, partly shared with a test-suite run;
+        held-out per-token losses 4.37 / 3.92 / 3.66 / 3.53 / 3.39 nats (75,597 predictions of 610 held-out
+        documents), α_N = 0.0596 ± 0.0047; final train and held-out eval losses within 0.25 nats of each other.
 """
 
 from __future__ import annotations
