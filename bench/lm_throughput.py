@@ -21,10 +21,7 @@ import platform
 import sys
 import time
 
-try:
-  import scaling  # noqa: F401
-except ImportError:
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `configs/` is not installed
 
 import jax  # noqa: E402
 
