@@ -73,6 +73,9 @@ def test_eval_config_errors(tmp_path):
   c.models = "torch:/x"
   with pytest.raises(ValueError, match="not 'smollm2'"):
     evaluate.evaluate_models(c, str(tmp_path / "x"))
+  c.models = "hf:" + str(tmp_path / "no_such_checkpoint")
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    evaluate.evaluate_models(c, str(tmp_path / "x"))
   assert not os.path.exists(tmp_path / "x")
   with pytest.raises(ValueError, match="unknown"):
     lm_eval_config.get_config("nope")

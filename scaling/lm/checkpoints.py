@@ -364,13 +364,24 @@ def load_model(spec: str) -> Loaded:
   if kind == "family" and path:
     wd, _, name = path.partition(":")
     return load_family_member(os.path.expanduser(wd), name or None)
-  raise ValueError(f"model spec {spec!r} is not 'smollm2', 'gguf:PATH', 'hf:DIR' or 'family:WORKDIR[:NAME]'")
+  raise ValueError(f"model spec {spec!r} is not {SPEC_FORMS}")
 
 
-def valid_spec(spec: str) -> bool:
-  """Whether `spec` has the form `load_model` accepts (without loading anything)."""
+SPEC_FORMS = "'smollm2', 'gguf:PATH', 'hf:DIR' or 'family:WORKDIR[:NAME]'"
+
+
+def check_spec(spec: str) -> None:
+  """Raises (ValueError for a malformed spec, FileNotFoundError for a missing file, directory or package) unless
+  `load_model(spec)` has something to load; loads nothing."""
   kind, _, path = spec.partition(":")
-  return spec == "smollm2" or (kind in ("gguf", "hf", "family") and bool(path))
+  if spec == "smollm2":
+    smollm2_path()
+  elif kind in ("gguf", "hf", "family") and path:
+    where = os.path.expanduser(path.partition(":")[0] if kind == "family" else path)
+    if not os.path.exists(where):
+      raise FileNotFoundError(f"model spec {spec!r}: {where} does not exist")
+  else:
+    raise ValueError(f"model spec {spec!r} is not {SPEC_FORMS}")
 
 
 def model_name(spec: str) -> str:

@@ -172,12 +172,11 @@ def _single_density_figure(edges: np.ndarray, density: np.ndarray, integrand: np
 def eval_config_dict(config: Any) -> dict[str, Any]:
   """Validated plain dict of an `lm_eval` config (raises before anything is loaded or written)."""
   c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  specs = [s.strip() for s in str(c["models"]).split(",") if s.strip()]
+  specs = model_specs(c)
   if not specs:
-    raise ValueError("config.models is empty: give 'smollm2', 'gguf:PATH' or 'hf:DIR' (comma-separated)")
+    raise ValueError(f"config.models is empty: give {checkpoints.SPEC_FORMS} (comma-separated)")
   for s in specs:
-    if not checkpoints.valid_spec(s):
-      raise ValueError(f"model spec {s!r} is not 'smollm2', 'gguf:PATH', 'hf:DIR' or 'family:WORKDIR[:NAME]'")
+    checkpoints.check_spec(s)
   names = [checkpoints.model_name(s) for s in specs]
   if len(set(names)) != len(names):
     raise ValueError(f"model names collide: {names}")
@@ -187,6 +186,11 @@ def eval_config_dict(config: Any) -> dict[str, Any]:
   return c
 
 
+def model_specs(c: dict[str, Any]) -> list[str]:
+  """The model specs of an `lm_eval` config (`models` is comma-separated)."""
+  return [s.strip() for s in str(c["models"]).split(",") if s.strip()]
+
+
 def evaluate_models(config: Any, workdir: str) -> str:
   """Per-token losses of every model of `config.models` on the corpus, then the report; returns summary.md.
 
@@ -194,7 +198,7 @@ def evaluate_models(config: Any, workdir: str) -> str:
   report must share a tokenizer (same tokenised corpus); this is checked.
   """
   c = eval_config_dict(config)
-  specs = [s.strip() for s in str(c["models"]).split(",") if s.strip()]
+  specs = model_specs(c)
   workdir = os.path.abspath(workdir)
   io.check_config(workdir, c)
   io.write_config(workdir, c)

@@ -26,7 +26,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +58,7 @@ def split_params(params: Params, cfg: lm.LMConfig, last_blocks: int | None = Non
   diff = {"blocks": tail, "final_norm": params["final_norm"]}
   fixed = {k: v for k, v in params.items() if k not in ("blocks", "final_norm")}
   fixed["norms"] = {k: jax.tree.map(lambda a: a[L - b:], blocks[k]) for k in lm.NORM_NAMES}
-  fixed["head_blocks"] = jax.tree.map(lambda a: a[: L - b], blocks)
+  fixed["lead_blocks"] = jax.tree.map(lambda a: a[: L - b], blocks)
   return diff, fixed
 
 
@@ -66,6 +66,14 @@ def subset_size(cfg: lm.LMConfig, last_blocks: int | None = None) -> int:
   """Number of differentiated parameters (the gradient dimension)."""
   diff = jax.eval_shape(lambda p: split_params(p, cfg, last_blocks)[0], lm.param_shapes(cfg))
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(diff))
+
+
+def _frozen_prefix(params: Params, fixed: Params, tokens_1xT: jax.Array, cfg: lm.LMConfig) -> jax.Array:
+  """The residual stream entering the differentiated blocks (embeddings and leading blocks, no gradient)."""
+  x = lm.embed(params, tokens_1xT)
+  if jax.tree.leaves(fixed["lead_blocks"])[0].shape[0]:
+    x = lm.run_blocks(fixed["lead_blocks"], x, cfg)
+  return jax.lax.stop_gradient(x)
 
 
 def _losses_from_subset(diff: Params, fixed: Params, x_BxTxD: jax.Array, tokens_BxT: jax.Array,
@@ -91,10 +99,7 @@ def document_grads(params: Params, tokens_1xT: jax.Array, positions_G: jax.Array
   D x V product, not T of them) and one VJP of the blocks with the cotangent on that row; vmapped over tokens.
   """
   diff, fixed = split_params(params, cfg, last_blocks)
-  x = lm.embed(params, tokens_1xT)
-  if cfg.n_layers - (cfg.n_layers if last_blocks is None else last_blocks):
-    x = lm.run_blocks(fixed["head_blocks"], x, cfg)
-  x = jax.lax.stop_gradient(x)
+  x = _frozen_prefix(params, fixed, tokens_1xT, cfg)
   h_1xTxD, vjp_blocks = jax.vjp(lambda b: lm.run_blocks({**b, **fixed["norms"]}, x, cfg), diff["blocks"])
   head_params = {k: v for k, v in fixed.items() if k in lm.EMBED_NAMES}
 
@@ -116,14 +121,9 @@ def document_grads(params: Params, tokens_1xT: jax.Array, positions_G: jax.Array
 def token_grad(params: Params, tokens_1xT: jax.Array, position: int, cfg: lm.LMConfig,
                last_blocks: int | None = None) -> Params:
   """The gradient of one token's loss by a plain `jax.grad` (the reference the batched method is tested against)."""
-  def loss(diff):
-    _, fixed = split_params(params, cfg, last_blocks)
-    x = lm.embed(params, tokens_1xT)
-    if fixed["head_blocks"]["wq"].shape[0]:
-      x = lm.run_blocks(fixed["head_blocks"], x, cfg)
-    return _losses_from_subset(diff, fixed, jax.lax.stop_gradient(x), tokens_1xT, cfg)[position]
-
-  return jax.grad(loss)(split_params(params, cfg, last_blocks)[0])
+  diff, fixed = split_params(params, cfg, last_blocks)
+  x = _frozen_prefix(params, fixed, tokens_1xT, cfg)
+  return jax.grad(lambda d: _losses_from_subset(d, fixed, x, tokens_1xT, cfg)[position])(diff)
 
 
 @functools.partial(jax.jit, static_argnames=("dim", "nnz", "chunk"))
@@ -207,11 +207,9 @@ def config_dict(config: Any) -> dict[str, Any]:
     errs.append(f"cluster.ranks={k['ranks']} must be a window 1 <= lo < hi")
   if k["report_k"] not in k["ks"]:
     errs.append(f"cluster.report_k={k['report_k']} is not one of cluster.ks")
-  spec = c["model"]
-  if not checkpoints.valid_spec(spec):
-    errs.append(f"model {spec!r} is not 'smollm2', 'gguf:PATH', 'hf:DIR' or 'family:WORKDIR[:NAME]'")
   if errs:
     raise ValueError("QDG config: " + "; ".join(errs))
+  checkpoints.check_spec(c["model"])
   return c
 
 
