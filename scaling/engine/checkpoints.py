@@ -1,0 +1,50 @@
+"""Orbax checkpoints of a point's train states, stored on the host with the real members only (no padding), so a
+run resumes on any device count: restore gives numpy arrays, which the engine pads and shards again."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+
+class _DropOrbaxInfo(logging.Filter):
+  """orbax logs dozens of INFO lines per save through absl; keep its warnings and errors only."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def quiet_orbax() -> None:
+  absl_logger = logging.getLogger("absl")
+  if not any(isinstance(f, _DropOrbaxInfo) for f in absl_logger.filters):
+    absl_logger.addFilter(_DropOrbaxInfo())
+
+
+def manager(directory: str, max_to_keep: int = 2):
+  """An orbax CheckpointManager on an absolute path (orbax fails on relative ones, in a background thread)."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  quiet_orbax()
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def to_host(tree: Any, n_members: int) -> Any:
+  """The tree as numpy arrays with the member axis cut to the real members (padding dropped)."""
+  return jax.tree.map(lambda x: np.asarray(x)[:n_members], jax.device_get(tree))
+
+
+def save(mngr, step: int, tree: Any, n_members: int) -> None:
+  """Saves the real members of `tree` (device or host arrays with a leading member axis) at `step`."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  mngr.save(step, args=ocp.args.StandardSave(to_host(tree, n_members)))
+
+
+def restore(mngr, step: int, like: Any, n_members: int) -> Any:
+  """Restores the real members into numpy arrays shaped like `like` (whose member axis may be padded)."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  abstract = jax.tree.map(lambda x: np.zeros((n_members,) + tuple(x.shape[1:]), x.dtype), like)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -1,0 +1,67 @@
+"""The one launcher helper: every `launch/<experiment>.py` is `launch.main(run)` (plus its own extra flags).
+
+It defines `--config` (an ml_collections config file[:variant[,key=value...]], locked: a misspelt field is an
+error) and `--workdir`, turns config-override errors into one clear line instead of a traceback, sets JAX's
+transfer guard to "disallow" (implicit host<->device copies in the hot loop are bugs), logs JAX's version, backend
+and devices, calls `run(config, workdir)` and prints what it returns when it is text.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from absl import app, flags, logging
+
+
+def _parse(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"{argv[0]}: {e}\nPass --help for the flags.")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # config_flags on an unknown or mistyped field
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
+    sys.exit(f"{argv[0]}: bad config override {' '.join(bad) or ''}: {type(e).__name__}: {e} "
+             "(the field does not exist, or the value has the wrong type)")
+
+
+def log_devices() -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  logging.info("JAX %s, backend %s, process %d of %d, local devices: %s", jax.__version__, jax.default_backend(),
+               jax.process_index(), jax.process_count(), jax.local_devices())
+
+
+def main(run: Callable[..., Any], *, config: bool = True, workdir: bool = True,
+         extra: Callable[[], dict[str, Any]] | None = None) -> None:
+  """Defines the flags and runs `run(config, workdir, **extra())` under absl (call under `__main__`).
+
+  `config` / `workdir`: whether the launcher takes them; `extra`: reads the launcher's own flags into keyword
+  arguments of `run`.
+  """
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  required = []
+  if config:
+    cfg_flag = config_flags.DEFINE_config_file("config", None, "Config file[:variant[,key=value...]].",
+                                               lock_config=True)
+    required.append("config")
+  if workdir:
+    wd_flag = flags.DEFINE_string("workdir", None, "Directory of the run (created; resumed if it exists).")
+    required.append("workdir")
+  flags.mark_flags_as_required(required)
+
+  def _main(argv: list[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.config.update("jax_transfer_guard", "disallow")
+    log_devices()
+    args = ([cfg_flag.value] if config else []) + ([wd_flag.value] if workdir else [])
+    try:
+      out = run(*args, **(extra() if extra else {}))
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
+      logging.error("%s: %s", type(e).__name__, e)
+      sys.exit(f"error: {e}")
+    if isinstance(out, str):
+      print(out)
+
+  app.run(_main, flags_parser=_parse)

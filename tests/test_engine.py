@@ -1,0 +1,208 @@
+"""The engine's contract, parametrised over every experiment (`EXPERIMENTS`: `:tiny` sizes).
+
+For each: kill-and-resume is bitwise, a bad config writes nothing, a NaN stop names the step and member, 4 devices
+equal 1, a workdir in use is refused, a resume on another device count gives the uninterrupted arrays, a torn last
+metrics line is dropped on resume. The toy regression (tests/toy_experiment.py) is the README's worked example.
+"""
+
+import copy
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from scaling.engine import experiment as E
+from scaling.engine import workdir as wd
+import toy_experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Kill(Exception):
+  """Stands for a kill: raised by the n-th metrics append."""
+
+
+def _toy():
+  return toy_experiment.TOY, toy_experiment.TOY.default_config(), {"nan_at_step": 25, "nan_lr": 0.05}, {"dim": 0}
+
+
+# id -> () -> (experiment, tiny config, overrides that make a training loss NaN, overrides that are invalid)
+EXPERIMENTS = {"toy": _toy}
+
+
+def _with(config, overrides):
+  c = copy.deepcopy(config.to_dict() if hasattr(config, "to_dict") else config)
+  for path, v in overrides.items():
+    *parents, leaf = path.split(".")
+    node = c
+    for k in parents:
+      node = node[k]
+    node[leaf] = v
+  return c
+
+
+def _run_killed(monkeypatch, exp, config, workdir, after, devices=None):
+  """Runs until the `after`-th metrics line is written, then raises as a kill would."""
+  real, calls = wd.append_metrics, []
+
+  def append(*a, **k):
+    real(*a, **k)
+    calls.append(1)
+    if len(calls) == after:
+      raise Kill
+  monkeypatch.setattr(wd, "append_metrics", append)
+  with pytest.raises(Kill):
+    E.run(exp, config, workdir, devices=devices)
+  monkeypatch.setattr(wd, "append_metrics", real)
+
+
+def _same(a, b):
+  assert set(a.arrays) == set(b.arrays)
+  for k in a.arrays:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert a.axes[k] == b.axes[k]
+
+
+def _curves(out):
+  return out if isinstance(out, wd.Curves) else wd.Curves.load(out) if isinstance(out, str) else out
+
+
+@pytest.fixture(params=sorted(EXPERIMENTS))
+def case(request):
+  return EXPERIMENTS[request.param]()
+
+
+def test_kill_and_resume_is_bitwise_and_device_count_may_change(case, tmp_path, monkeypatch):
+  exp, config, _, _ = case
+  full = E.run(exp, config, str(tmp_path / "full"), devices=jax.devices()[:1])
+  _run_killed(monkeypatch, exp, config, str(tmp_path / "a"), after=3, devices=jax.devices())  # 4 devices...
+  resumed = E.run(exp, config, str(tmp_path / "a"), devices=jax.devices()[:1])  # ...resumed on 1
+  _same(wd.load_workdir(str(tmp_path / "full")), wd.load_workdir(str(tmp_path / "a")))
+  _run_killed(monkeypatch, exp, config, str(tmp_path / "b"), after=2, devices=jax.devices()[:1])  # 1 -> 4
+  E.run(exp, config, str(tmp_path / "b"), devices=jax.devices())
+  _same(wd.load_workdir(str(tmp_path / "full")), wd.load_workdir(str(tmp_path / "b")))
+  steps = [(r["point"], r["step"]) for r in wd.read_metrics(str(tmp_path / "b"))]
+  assert len(steps) == len(set(steps)), "a resumed run logs every (point, step) once"
+  del full, resumed
+
+
+def test_four_devices_equal_one(case, tmp_path):
+  exp, config, _, _ = case
+  assert len(jax.devices()) == 4
+  one = E.run(exp, config, str(tmp_path / "one"), devices=jax.devices()[:1])
+  four = E.run(exp, config, str(tmp_path / "four"), devices=jax.devices())
+  _same(wd.load_workdir(str(tmp_path / "one")), wd.load_workdir(str(tmp_path / "four")))
+  del one, four
+
+
+def test_bad_config_writes_nothing(case, tmp_path):
+  exp, config, _, invalid = case
+  for bad in (invalid, {"not_a_field": 1}):
+    c = _with(config, bad) if "not_a_field" not in bad else {**config.to_dict(), "not_a_field": 1}
+    with pytest.raises(ValueError) as e:
+      E.run(exp, c, str(tmp_path / "w"))
+    name = next(iter(bad)).split(".")[-1]
+    assert name in str(e.value), f"the error names the field {name}: {e.value}"
+    assert not (tmp_path / "w").exists()
+
+
+def test_nan_stop_names_step_and_member(case, tmp_path):
+  exp, config, nan, _ = case
+  w = str(tmp_path / "w")
+  with pytest.raises(FloatingPointError) as e:
+    E.run(exp, _with(config, nan), w)
+  m = re.search(r"non-finite (.+) at step (\d+) in point (\S+).*member (\d+) \{", str(e.value))
+  assert m, str(e.value)
+  step = int(m.group(2))
+  logged = [r["step"] for r in wd.read_metrics(w)]
+  assert logged and max(logged) <= step, f"nothing is logged after the step the stop names ({step}): {logged}"
+
+
+def test_workdir_in_use_is_refused_and_a_killed_holder_never_blocks(case, tmp_path):
+  exp, config, _, _ = case
+  w = tmp_path / "w"
+  w.mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+      import sys, time
+      sys.path.insert(0, {ROOT!r})
+      from scaling.engine import workdir
+      with workdir.lock({str(w)!r}):
+          print("locked", flush=True)
+          time.sleep(600)
+      """)], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(wd.WorkdirInUse, match=f"pid {holder.pid}"):
+      E.run(exp, config, str(w))
+    assert sorted(os.listdir(w)) == [".lock"], "the refused run wrote nothing"
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  E.run(exp, config, str(w))  # the dead holder's lock is gone with its process
+  assert (w / wd.CURVES).exists()
+
+
+def test_torn_metrics_line_is_dropped_on_resume(case, tmp_path, monkeypatch):
+  exp, config, _, _ = case
+  w = str(tmp_path / "w")
+  _run_killed(monkeypatch, exp, config, w, after=2)
+  with open(os.path.join(w, wd.METRICS), "a") as f:
+    f.write('{"point": "x", "step": 1')  # a kill mid-write
+  E.run(exp, config, w)
+  with open(os.path.join(w, wd.METRICS)) as f:
+    lines = f.read().splitlines()
+  assert all(l.endswith("}") for l in lines) and len(wd.read_metrics(w)) == len(lines)
+
+
+# -- engine-only checks (the toy) -------------------------------------------------------------------------------
+
+
+def test_files_follow_the_umask(tmp_path):
+  old = os.umask(0o027)
+  try:
+    wd.save_npz(str(tmp_path / "a.npz"), x=np.zeros(2))
+    wd.save_text(str(tmp_path / "b.txt"), "x")
+  finally:
+    os.umask(old)
+  for name in ("a.npz", "b.txt"):
+    assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o640, name
+
+
+def test_progress_line_shows_the_loss_of_the_step_it_names(tmp_path, caplog):
+  exp = toy_experiment.TOY
+  with caplog.at_level("INFO"):
+    E.run(exp, exp.default_config(), str(tmp_path))
+  recs = {r["step"]: r for r in wd.read_metrics(str(tmp_path))}
+  lines = [m for m in caplog.messages if "at step" in m]
+  assert lines
+  for line in lines:
+    m = re.search(r"at step (\d+): test loss ([\d.]+)", line)
+    assert m, line
+    assert float(m.group(2)) == pytest.approx(recs[int(m.group(1))]["test_loss"], abs=1e-4)
+
+
+def test_empty_axis_non_numeric_and_unknown_key_name_the_field():
+  exp = toy_experiment.TOY
+  for overrides, field in (({"sweep.lr": ()}, "sweep.lr"), ({"sweep.lr": ("a",)}, "sweep.lr"),
+                           ({"batch": "8"}, "batch"), ({"sweep.seeds": 0}, "sweep.seeds")):
+    with pytest.raises(ValueError, match=re.escape(field)):
+      E.check(exp, _with(exp.default_config(), overrides))
+  c = exp.default_config().to_dict()
+  c["sweep"]["foo"] = 1
+  with pytest.raises(ValueError, match="sweep.foo"):
+    E.check(exp, c)
+
+
+def test_toy_learns_with_the_larger_rate(tmp_path):
+  exp = toy_experiment.TOY
+  c = E.run(exp, exp.default_config(), str(tmp_path))
+  final = c["test_loss"][:, :, -1].mean(axis=0)  # [lr]
+  assert c.axes["test_loss"] == ("seed", "lr", "log_step")
+  assert final[2] < final[0] / 100, f"lr 0.1 fits w* far better than lr 0.01 in 60 steps: {final}"
