@@ -1,7 +1,7 @@
 """Training of MSP MLPs as pure functions: one `train_step`, `lax.scan` chunks, batched evaluation.
 
-A *member* is one run of a sweep (a seed and scalar hyperparameters). Everything here is written for one member and
-vmapped over members by `run_chunk` / `run_eval`; shape-changing settings (width, D, batch, ...) live in the static
+A *member* is one run of a sweep (a seed and scalar hyperparameters). Everything here is written for one member; the
+engine (`scaling.engine`) vmaps it over members; shape-changing settings (width, D, batch, ...) live in the static
 `Spec`, so one `Spec` is one compiled program.
 
 PRNG: each member's seed key is split once into purpose keys (init, data, shuffle, loop, eval); the batch of step s
@@ -12,7 +12,6 @@ uses `fold_in(loop_key, s)`, the shuffle of epoch e `fold_in(shuffle_key, e)` an
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -181,7 +180,8 @@ def evaluate(state: State, member: Member, step: jax.Array, spec: Spec) -> dict[
 def chunk(state: State, member: Member, start: jax.Array, *, spec: Spec, n_steps: int):
   """Evaluates at `start`, then scans `n_steps` training steps.
 
-  Returns (state, eval at `start`, step metrics averaged over the chunk plus `first_nonfinite_step`, -1 if none).
+  Returns (state, evaluation at `start`, per-step metrics: "loss" of step s is that of the parameters after s
+  updates, as the engine expects).
   """
   evals = evaluate(state, member, start, spec)
   if spec.stop_early:
@@ -196,33 +196,9 @@ def chunk(state: State, member: Member, start: jax.Array, *, spec: Spec, n_steps
                                    {k: new[k] for k in ("params", "opt")})}
     return new, metrics
 
-  steps = start + jnp.arange(n_steps, dtype=jnp.int32)
-  state, metrics = jax.lax.scan(body, state, steps)
-  bad = ~jnp.isfinite(metrics["loss"])
-  summary = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-  summary["first_nonfinite_step"] = jnp.where(bad.any(), steps[jnp.argmax(bad)], -1)
-  return state, evals, summary
+  state, metrics = jax.lax.scan(body, state, start + jnp.arange(n_steps, dtype=jnp.int32))
+  return state, evals, metrics
 
 
-# Compiled entry points: one program per Spec, vmapped over the leading (member) axis of states and members.
+# One member's step, jitted (tests and bench/msp_throughput.py); sweeps run through `scaling.engine`.
 jit_train_step = jax.jit(train_step, static_argnames=("spec",), donate_argnums=(0,))
-
-
-@functools.partial(jax.jit, static_argnames=("spec",))
-def make_members(seed_keys, alphas, lrs, weight_decays, subsets_MxTxK, *, spec: Spec) -> Member:
-  return jax.vmap(functools.partial(make_member, spec=spec))(seed_keys, alphas, lrs, weight_decays, subsets_MxTxK)
-
-
-@functools.partial(jax.jit, static_argnames=("spec",))
-def init_states(members: Member, *, spec: Spec) -> State:
-  return jax.vmap(functools.partial(init_state, spec=spec))(members)
-
-
-@functools.partial(jax.jit, static_argnames=("spec", "n_steps"), donate_argnums=(0,))
-def run_chunk(states: State, members: Member, start: jax.Array, *, spec: Spec, n_steps: int):
-  return jax.vmap(functools.partial(chunk, spec=spec, n_steps=n_steps), in_axes=(0, 0, None))(states, members, start)
-
-
-@functools.partial(jax.jit, static_argnames=("spec",))
-def run_eval(states: State, members: Member, step: jax.Array, *, spec: Spec) -> dict[str, jax.Array]:
-  return jax.vmap(functools.partial(evaluate, spec=spec), in_axes=(0, 0, None))(states, members, step)

@@ -33,8 +33,21 @@ def _toy():
   return toy_experiment.TOY, toy_experiment.TOY.default_config(), {"nan_at_step": 25, "nan_lr": 0.05}, {"dim": 0}
 
 
+def _msp():
+  from helpers import tiny_config  # pylint: disable=import-outside-toplevel
+  from scaling import sweep  # pylint: disable=import-outside-toplevel
+  c = tiny_config(sweep=dict(width=(8,), D=(-1, 700), alpha=(0.4, 0.6, 0.8)))  # 6 members: padded to 8 on 4
+  return sweep.EXPERIMENT, c, {"train.optimizer": "sgd", "sweep.lr": (1e-3, 1e38)}, {"sweep.width": ()}
+
+
+# Relative tolerance of 4 devices against 1 (0: bitwise). Splitting the member axis over devices lets XLA:CPU
+# vectorise and fuse the per-member reductions differently; a reordered pairwise sum of n float32 terms differs by up
+# to ~log2(n) ulp (eps32 = 1.19e-7), and MSP's evaluation averages 5 tasks x 64 samples (log2(320) ≈ 8.3): 8.3 x
+# 1.19e-7 ≈ 1e-6 relative. Kills and resumes on the same device count are always bitwise.
+TOLERANCE = {"msp": 1e-6}
+
 # id -> () -> (experiment, tiny config, overrides that make a training loss NaN, overrides that are invalid)
-EXPERIMENTS = {"toy": _toy}
+EXPERIMENTS = {"toy": _toy, "msp": _msp}
 
 
 def _with(config, overrides):
@@ -63,15 +76,14 @@ def _run_killed(monkeypatch, exp, config, workdir, after, devices=None):
   monkeypatch.setattr(wd, "append_metrics", real)
 
 
-def _same(a, b):
+def _same(a, b, rtol=0.0):
   assert set(a.arrays) == set(b.arrays)
   for k in a.arrays:
-    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    if rtol and np.issubdtype(a[k].dtype, np.floating):
+      np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=0, err_msg=k)
+    else:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert a.axes[k] == b.axes[k]
-
-
-def _curves(out):
-  return out if isinstance(out, wd.Curves) else wd.Curves.load(out) if isinstance(out, str) else out
 
 
 @pytest.fixture(params=sorted(EXPERIMENTS))
@@ -79,27 +91,23 @@ def case(request):
   return EXPERIMENTS[request.param]()
 
 
-def test_kill_and_resume_is_bitwise_and_device_count_may_change(case, tmp_path, monkeypatch):
+def test_kill_resume_and_device_counts(case, tmp_path, monkeypatch):
+  """4 devices equal 1 (within the experiment's stated tolerance); a kill and resume on the same device count is
+  bitwise; a resume on another device count (1 -> 4, 4 -> 1) gives the uninterrupted run's arrays."""
   exp, config, _, _ = case
-  full = E.run(exp, config, str(tmp_path / "full"), devices=jax.devices()[:1])
-  _run_killed(monkeypatch, exp, config, str(tmp_path / "a"), after=3, devices=jax.devices())  # 4 devices...
-  resumed = E.run(exp, config, str(tmp_path / "a"), devices=jax.devices()[:1])  # ...resumed on 1
-  _same(wd.load_workdir(str(tmp_path / "full")), wd.load_workdir(str(tmp_path / "a")))
-  _run_killed(monkeypatch, exp, config, str(tmp_path / "b"), after=2, devices=jax.devices()[:1])  # 1 -> 4
-  E.run(exp, config, str(tmp_path / "b"), devices=jax.devices())
-  _same(wd.load_workdir(str(tmp_path / "full")), wd.load_workdir(str(tmp_path / "b")))
-  steps = [(r["point"], r["step"]) for r in wd.read_metrics(str(tmp_path / "b"))]
-  assert len(steps) == len(set(steps)), "a resumed run logs every (point, step) once"
-  del full, resumed
-
-
-def test_four_devices_equal_one(case, tmp_path):
-  exp, config, _, _ = case
-  assert len(jax.devices()) == 4
-  one = E.run(exp, config, str(tmp_path / "one"), devices=jax.devices()[:1])
-  four = E.run(exp, config, str(tmp_path / "four"), devices=jax.devices())
-  _same(wd.load_workdir(str(tmp_path / "one")), wd.load_workdir(str(tmp_path / "four")))
-  del one, four
+  rtol = TOLERANCE.get(exp.name, 0.0)
+  assert len(jax.devices()) == 4, "conftest sets 4 simulated CPU devices"
+  one, four = jax.devices()[:1], jax.devices()
+  E.run(exp, config, str(tmp_path / "one"), devices=one)
+  E.run(exp, config, str(tmp_path / "four"), devices=four)
+  ref = wd.load_workdir(str(tmp_path / "four"))
+  _same(wd.load_workdir(str(tmp_path / "one")), ref, rtol)
+  for name, first, then, tol in (("4to4", four, four, 0.0), ("1to4", one, four, rtol), ("4to1", four, one, rtol)):
+    _run_killed(monkeypatch, exp, config, str(tmp_path / name), after=3, devices=first)
+    E.run(exp, config, str(tmp_path / name), devices=then)
+    _same(wd.load_workdir(str(tmp_path / name)), ref, tol)
+    steps = [(r["point"], r["step"]) for r in wd.read_metrics(str(tmp_path / name))]
+    assert len(steps) == len(set(steps)), "a resumed run logs every (point, step) once"
 
 
 def test_bad_config_writes_nothing(case, tmp_path):

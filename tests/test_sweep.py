@@ -1,4 +1,5 @@
-"""The sweep engine: sharding, resume, NaN handling, the workdir."""
+"""The MSP sweep on the engine: its axes and arrays, config checks, NaN stops, early stopping (the engine's
+kill-and-resume, 4-device and lock contract is in test_engine.py)."""
 
 import json
 import os
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from scaling import io, sweep, train
+from scaling import sweep
+from scaling.engine import loop
+from scaling.engine import workdir as io
 
 ARRAYS = ("test_loss_task", "test_acc_task", "test_loss", "test_acc", "train_loss")
 
@@ -32,43 +35,6 @@ def test_sweep_axes_and_workdir_contents(tmp_path):
   assert {"step", "time", "steps_per_s", "test_loss_bits", "train_loss_bits"} <= set(records[-1])
   assert json.load(open(tmp_path / "wd" / "config.json"))["sweep"]["width"] == [8, 16]
   assert not [f for f in os.listdir(tmp_path / "wd") if f.startswith(".tmp")]
-
-
-def test_four_devices_equal_one(tmp_path):
-  assert jax.local_device_count() == 4, "conftest sets 4 simulated CPU devices"
-  c = tiny_config(sweep=dict(width=(8,), alpha=(0.4, 0.6, 0.8)))  # 6 members: padded to 8 on 4 devices
-  four = sweep.run(c, str(tmp_path / "four"))
-  one = sweep.run(c, str(tmp_path / "one"), devices=jax.local_devices()[:1])
-  for name in ARRAYS:
-    np.testing.assert_allclose(four[name], one[name], rtol=1e-6, atol=1e-7, err_msg=name)
-
-
-class _Killed(Exception):
-  pass
-
-
-@pytest.mark.parametrize("checkpoint_every,kill_after", [(1, 3), (2, 3)])
-def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kill_after):
-  """Kill mid-sweep (between checkpoints when checkpoint_every=2), re-run: curves equal an uninterrupted run."""
-  c = tiny_config(train=dict(checkpoint_every=checkpoint_every), sweep=dict(D=(-1, 700)))
-  full = sweep.run(c, str(tmp_path / "full"))
-  real, calls = train.run_chunk, []
-
-  def dying(*args, **kwargs):
-    calls.append(1)
-    if len(calls) > kill_after + 4:  # 4 chunks per point: dies inside the second shape point
-      raise _Killed()
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(train, "run_chunk", dying)
-  with pytest.raises(_Killed):
-    sweep.run(c, str(tmp_path / "resumed"))
-  monkeypatch.setattr(train, "run_chunk", real)
-  resumed = sweep.run(c, str(tmp_path / "resumed"))
-  for name in ARRAYS:
-    np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
-  steps = [(r["point"], r["step"]) for r in io.read_metrics(str(tmp_path / "resumed"))]
-  assert len(steps) == len(set(steps)) == 4 * 5, "metrics.jsonl has one line per point and log step"
 
 
 def test_nan_stops_with_step_and_member_named(tmp_path):
@@ -104,7 +70,7 @@ def _bad(**sections):
 ])
 def test_bad_config_raises_before_writing(tmp_path, monkeypatch, make, match):
   compiled = []
-  monkeypatch.setattr(train, "make_members", lambda *a, **k: compiled.append(1))
+  monkeypatch.setattr(loop, "_init", lambda *a, **k: compiled.append(1))
   with pytest.raises(ValueError, match=match):
     sweep.run(make(), str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists() and not compiled
