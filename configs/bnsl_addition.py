@@ -1,6 +1,6 @@
 r"""The BNSL paper's toy experiment (Caballero et al., spec bnsl.md §4b): test CE of a 1-layer GPT on 4-digit addition
 against training-set size, trained full batch. The plotted curve is flat near 2.1 nats until ~550 problems, drops
-sharply (fitted break d1 ≈ 613, f1 ≈ 0.059) and tends to ≈ 0.41 nats; `scaling.addition.summary(curves)` gives the
+sharply (fitted break d1 ≈ 613, f1 ≈ 0.059) and tends to ≈ 0.41 nats; `scaling.bnsl.addition.summary(curves)` gives the
 (train_size, test CE) points to fit.
 
 Which number the paper plots is not stated (spec: [guess]); every run records the final and the min-over-training test
@@ -42,7 +42,7 @@ Any field can be overridden: `--config.sweep.seeds=2 --config.train.data_steps='
 
 import ml_collections
 
-from scaling.addition import addition_config
+from scaling.bnsl.addition import addition_config
 
 FIT_SIZES = (160, 192, 256, 320, 384, 448, 480, 512, 544, 576, 608, 640, 672, 736, 800, 864, 928)
 

@@ -52,7 +52,7 @@ Any field can be overridden: `--config.sweep.width='(32,64)' --config.train.step
 import ml_collections
 import numpy as np
 
-from scaling.sweep import msp_config
+from scaling.quanta.msp import msp_config
 
 
 def log2_grid(a: float, b: float, m: int) -> tuple[int, ...]:

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from configs import quanta_msp
-from scaling.lm import model as lm
+from scaling.nn import transformer as lm
 
 
 def tiny_config(**sections):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from configs import bnsl_addition
-from scaling import addition, io
+from scaling import io
+from scaling.bnsl import addition
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARRAYS = ("test_ce", "test_acc", "train_ce", "train_acc")

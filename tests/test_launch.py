@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs import quanta_msp
-from scaling import io, sweep
+from scaling import io
+from scaling.quanta import msp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,7 +56,7 @@ def test_launcher_overrides_and_unknown_keys(tmp_path):
 ])
 def test_paper_variants_match_spec_grids(variant, widths, Ds, alphas, seeds, steps):
   c = quanta_msp.get_config(variant)
-  p = sweep.plan(c)  # validates without compiling
+  p = msp.plan(c)  # validates without compiling
   assert list(p.widths) == widths
   if Ds == "D-scaling-6":
     assert len(p.Ds) == 30 and p.Ds[:3] == (9999, 12389, 15350) and p.Ds[-2:] == (4035543, 4999999)

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from scaling import io, sweep, train
+from scaling import io
+from scaling.quanta import msp, msp_train
 
 ARRAYS = ("test_loss_task", "test_acc_task", "test_loss", "test_acc", "train_loss")
 
 
 def test_sweep_axes_and_workdir_contents(tmp_path):
   c = tiny_config()
-  curves = sweep.run(c, str(tmp_path / "wd"))
-  assert curves.axes["test_loss_task"] == sweep.AXES
+  curves = msp.run(c, str(tmp_path / "wd"))
+  assert curves.axes["test_loss_task"] == msp.AXES
   assert curves["test_loss_task"].shape == (2, 1, 2, 2, 1, 1, 5, 5)
   np.testing.assert_array_equal(curves.coords["log_step"], [0, 50, 100, 150, 200])
   np.testing.assert_array_equal(curves["params"], [8 * (5 + 12 + 3) + 2, 16 * 20 + 2])
@@ -37,8 +38,8 @@ def test_sweep_axes_and_workdir_contents(tmp_path):
 def test_four_devices_equal_one(tmp_path):
   assert jax.local_device_count() == 4, "conftest sets 4 simulated CPU devices"
   c = tiny_config(sweep=dict(width=(8,), alpha=(0.4, 0.6, 0.8)))  # 6 members: padded to 8 on 4 devices
-  four = sweep.run(c, str(tmp_path / "four"))
-  one = sweep.run(c, str(tmp_path / "one"), devices=jax.local_devices()[:1])
+  four = msp.run(c, str(tmp_path / "four"))
+  one = msp.run(c, str(tmp_path / "one"), devices=jax.local_devices()[:1])
   for name in ARRAYS:
     np.testing.assert_allclose(four[name], one[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
@@ -51,8 +52,8 @@ class _Killed(Exception):
 def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kill_after):
   """Kill mid-sweep (between checkpoints when checkpoint_every=2), re-run: curves equal an uninterrupted run."""
   c = tiny_config(train=dict(checkpoint_every=checkpoint_every), sweep=dict(D=(-1, 700)))
-  full = sweep.run(c, str(tmp_path / "full"))
-  real, calls = train.run_chunk, []
+  full = msp.run(c, str(tmp_path / "full"))
+  real, calls = msp_train.run_chunk, []
 
   def dying(*args, **kwargs):
     calls.append(1)
@@ -60,11 +61,11 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kil
       raise _Killed()
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(train, "run_chunk", dying)
+  monkeypatch.setattr(msp_train, "run_chunk", dying)
   with pytest.raises(_Killed):
-    sweep.run(c, str(tmp_path / "resumed"))
-  monkeypatch.setattr(train, "run_chunk", real)
-  resumed = sweep.run(c, str(tmp_path / "resumed"))
+    msp.run(c, str(tmp_path / "resumed"))
+  monkeypatch.setattr(msp_train, "run_chunk", real)
+  resumed = msp.run(c, str(tmp_path / "resumed"))
   for name in ARRAYS:
     np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
   steps = [(r["point"], r["step"]) for r in io.read_metrics(str(tmp_path / "resumed"))]
@@ -75,7 +76,7 @@ def test_nan_stops_with_step_and_member_named(tmp_path):
   c = tiny_config(train=dict(optimizer="sgd", checkpoint_every=1), sweep=dict(lr=(1e-3, 1e38), width=(8,)))
   wd = tmp_path / "wd"
   with pytest.raises(FloatingPointError, match=r"step \d+ .*width=8.*member \d+ .*'lr': 1e\+38"):
-    sweep.run(c, str(wd))
+    msp.run(c, str(wd))
   assert (wd / "config.json").exists()
   assert io.read_metrics(str(wd)), "lines written before the NaN chunk are kept"
 
@@ -104,9 +105,9 @@ def _bad(**sections):
 ])
 def test_bad_config_raises_before_writing(tmp_path, monkeypatch, make, match):
   compiled = []
-  monkeypatch.setattr(train, "make_members", lambda *a, **k: compiled.append(1))
+  monkeypatch.setattr(msp_train, "make_members", lambda *a, **k: compiled.append(1))
   with pytest.raises(ValueError, match=match):
-    sweep.run(make(), str(tmp_path / "wd"))
+    msp.run(make(), str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists() and not compiled
 
 
@@ -114,16 +115,16 @@ def test_unknown_config_key_raises(tmp_path):
   cfg = tiny_config().to_dict()
   cfg["train"]["learning_rate"] = 1e-3
   with pytest.raises(ValueError, match="unknown config keys.*train.learning_rate"):
-    sweep.run(cfg, str(tmp_path / "wd"))
+    msp.run(cfg, str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
 
 
 def test_workdir_with_other_config_is_refused_and_kept(tmp_path):
   wd = tmp_path / "wd"
-  sweep.run(tiny_config(sweep=dict(width=(8,))), str(wd))
+  msp.run(tiny_config(sweep=dict(width=(8,))), str(wd))
   before = {p: open(os.path.join(wd, p), "rb").read() for p in ("config.json", "metrics.jsonl", "curves.npz")}
   with pytest.raises(ValueError, match=r"different config.*train.steps: 200 -> 400"):
-    sweep.run(tiny_config(sweep=dict(width=(8,)), train=dict(steps=400)), str(wd))
+    msp.run(tiny_config(sweep=dict(width=(8,)), train=dict(steps=400)), str(wd))
   for p, data in before.items():
     assert open(os.path.join(wd, p), "rb").read() == data
 
@@ -132,7 +133,7 @@ def test_early_stopping_in_a_sweep(tmp_path):
   """Fixed D=64 (full batch) overfits: members stop, their train loss stays fixed, stop steps are recorded."""
   c = tiny_config(train=dict(steps=3000, log_every=100, stop_early=True, stop_after=500, stop_patience=2),
                   sweep=dict(width=(64,), D=(64,), lr=(1e-2,), alpha=(0.4,)))
-  curves = sweep.run(c, str(tmp_path / "wd"))
+  curves = msp.run(c, str(tmp_path / "wd"))
   stop = curves["stop_step"].reshape(-1)
   steps = curves.coords["log_step"]
   assert np.all(stop > 500), f"both seeds overfit and stop: {stop}"

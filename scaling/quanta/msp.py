@@ -20,8 +20,11 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from scaling import analysis, io, loop, models, tasks, train
+from scaling import io, loop
 from scaling.config_utils import PRECISIONS, as_checked_dict, as_tuple
+from scaling.nn import mlp
+from scaling.quanta import analysis, msp_train
+from scaling.quanta import task as task_lib
 
 SHAPE_AXES = ("width", "D")
 VMAP_AXES = ("seed", "alpha", "lr", "weight_decay")
@@ -68,7 +71,7 @@ class Plan:
   """A validated sweep: shape points, the flattened member grid and everything static."""
 
   config: dict[str, Any]
-  task: tasks.MSPSpec
+  task: task_lib.MSPSpec
   widths: tuple[int, ...]
   Ds: tuple[int, ...]
   grid: dict[str, tuple]  # vmapped axis -> coordinate values (seed: indices)
@@ -87,10 +90,10 @@ class Plan:
     idx = np.unravel_index(i, self.grid_shape)
     return {a: self.grid[a][j] for a, j in zip(VMAP_AXES, idx)}
 
-  def spec(self, width: int, D: int) -> train.Spec:
+  def spec(self, width: int, D: int) -> msp_train.Spec:
     t, m = self.config["train"], self.config["model"]
-    mlp = models.MLPSpec(self.task.input_dim, width, 2, m["depth"], m["activation"])
-    return train.Spec(self.task, mlp, t["batch_size"], D, t["eval_per_task"], t["optimizer"], t["b1"], t["b2"],
+    net = mlp.MLPSpec(self.task.input_dim, width, 2, m["depth"], m["activation"])
+    return msp_train.Spec(self.task, net, t["batch_size"], D, t["eval_per_task"], t["optimizer"], t["b1"], t["b2"],
                       t["eps"], m["onehot_lookup"], m["matmul_precision"], t["stop_early"], t["stop_after"],
                       t["stop_patience"])
 
@@ -132,8 +135,8 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
       raise ValueError(f"sweep.weight_decay must be >= 0, got {wd!r}")
   if m["matmul_precision"] not in PRECISIONS:
     raise ValueError(f"model.matmul_precision must be one of {PRECISIONS}, got {m['matmul_precision']!r}")
-  if tr["optimizer"] not in train.OPTIMIZERS:
-    raise ValueError(f"train.optimizer must be one of {train.OPTIMIZERS}, got {tr['optimizer']!r}")
+  if tr["optimizer"] not in msp_train.OPTIMIZERS:
+    raise ValueError(f"train.optimizer must be one of {msp_train.OPTIMIZERS}, got {tr['optimizer']!r}")
   for name, values in (("width", sw["width"]), ("D", sw["D"]), ("alpha", sw["alpha"]), ("lr", sw["lr"]),
                        ("weight_decay", sw["weight_decay"])):
     if len(set(as_tuple(values))) != len(as_tuple(values)):
@@ -141,13 +144,13 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> Plan:
   if not isinstance(t["subset_seed"], (int, np.integer)) or t["subset_seed"] < 0:
     raise ValueError(f"task.subset_seed must be an integer >= 0, got {t['subset_seed']!r}")
 
-  spec = tasks.MSPSpec(t["n_tasks"], t["n"], t["k"], float(t["offset"]), t["distribution"])
-  tasks.check_spec(spec)
-  models.check_spec(models.MLPSpec(spec.input_dim, 1, 2, m["depth"], m["activation"]))
+  spec = task_lib.MSPSpec(t["n_tasks"], t["n"], t["k"], float(t["offset"]), t["distribution"])
+  task_lib.check_spec(spec)
+  mlp.check_spec(mlp.MLPSpec(spec.input_dim, 1, 2, m["depth"], m["activation"]))
   n_seeds = sw["seeds"]
   subset_seeds = [t["subset_seed"] + (i if t["subsets_per_seed"] else 0) for i in range(n_seeds)]
-  first = tasks.make_subsets(spec.n_tasks, spec.n, spec.k, subset_seeds[0])
-  subsets = np.stack([first if s == subset_seeds[0] else tasks.make_subsets(spec.n_tasks, spec.n, spec.k, s)
+  first = task_lib.make_subsets(spec.n_tasks, spec.n, spec.k, subset_seeds[0])
+  subsets = np.stack([first if s == subset_seeds[0] else task_lib.make_subsets(spec.n_tasks, spec.n, spec.k, s)
                       for s in subset_seeds])
   grid = {"seed": tuple(range(n_seeds)), "alpha": as_tuple(sw["alpha"]), "lr": as_tuple(sw["lr"]),
           "weight_decay": as_tuple(sw["weight_decay"])}
@@ -188,23 +191,23 @@ class _PointRun(loop.PointLoop):
   def _step(self, step: int) -> jax.Array:
     return jax.device_put(np.int32(step), self.replicated)
 
-  def init(self) -> tuple[train.State, train.Member]:
+  def init(self) -> tuple[msp_train.State, msp_train.Member]:
     n_dev = self.mesh.devices.size
     n_padded = -(-self.p.n_members // n_dev) * n_dev
     with jax.transfer_guard("allow"):  # setup: keys from Python ints (the launcher disallows implicit transfers)
       inputs = jax.device_put(_member_inputs(self.p, n_padded), NamedSharding(self.mesh, P("sweep")))
-    members = train.make_members(*inputs, spec=self.spec)
-    return train.init_states(members, spec=self.spec), members
+    members = msp_train.make_members(*inputs, spec=self.spec)
+    return msp_train.init_states(members, spec=self.spec), members
 
-  def chunk(self, states: train.State, members: train.Member, step: int):
-    return train.run_chunk(states, members, self._step(step), spec=self.spec, n_steps=self.log_every)
+  def chunk(self, states: msp_train.State, members: msp_train.Member, step: int):
+    return msp_train.run_chunk(states, members, self._step(step), spec=self.spec, n_steps=self.log_every)
 
-  def final_eval(self, states: train.State, members: train.Member, step: int) -> dict[str, jax.Array]:
-    return train.run_eval(states, members, self._step(step), spec=self.spec)
+  def final_eval(self, states: msp_train.State, members: msp_train.Member, step: int) -> dict[str, jax.Array]:
+    return msp_train.run_eval(states, members, self._step(step), spec=self.spec)
 
   eval_only = final_eval  # every member stopped early: only evaluate the frozen nets
 
-  def all_stopped(self, states: train.State) -> bool:
+  def all_stopped(self, states: msp_train.State) -> bool:
     return self.spec.stop_early and bool(np.all(jax.device_get(states["early"]["stopped"])))
 
   def finite(self, ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -229,7 +232,7 @@ class _PointRun(loop.PointLoop):
   def progress(self, rec: dict[str, Any], step: int) -> str:
     return f", test loss {rec['test_loss_bits']:.3f} bit"
 
-  def extra_outputs(self, states: train.State) -> dict[str, np.ndarray]:
+  def extra_outputs(self, states: msp_train.State) -> dict[str, np.ndarray]:
     if not self.spec.stop_early:
       return {"stop_step": np.full(self.n_members, -1, np.int32)}
     return {"stop_step": np.asarray(jax.device_get(states["early"]["stop_step"]))[: self.n_members]}
@@ -252,9 +255,9 @@ def assemble(p: Plan, points: dict[tuple[int, int], dict[str, np.ndarray]]) -> i
     stop[i, j] = rec["stop_step"].reshape(p.grid_shape)
   arrays["stop_step"], axes["stop_step"] = stop, AXES[: len(lead)]
   with jax.transfer_guard("allow"):  # host-side bookkeeping, outside any hot loop
-    arrays["probs"] = np.stack([np.asarray(tasks.task_probs(p.task, a)) for a in p.grid["alpha"]])
+    arrays["probs"] = np.stack([np.asarray(task_lib.task_probs(p.task, a)) for a in p.grid["alpha"]])
   axes["probs"] = ("alpha", "task")
-  arrays["params"] = np.asarray([models.param_count(p.spec(w, -1).model) for w in p.widths])
+  arrays["params"] = np.asarray([mlp.param_count(p.spec(w, -1).model) for w in p.widths])
   axes["params"] = ("width",)
   arrays["subsets"] = p.subsets
   axes["subsets"] = ("seed", "task", "subset")
@@ -285,6 +288,6 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str,
     curves = assemble(p, points)
     curves.save(os.path.join(workdir, io.CURVES))
   if summarize:
-    from scaling import report  # pylint: disable=g-import-not-at-top
-    report.summarize(workdir)
+    from scaling.quanta import summary  # pylint: disable=g-import-not-at-top
+    summary.summarize(workdir)
   return curves
