@@ -1,4 +1,4 @@
-r"""BNSL toy experiment: `python -m launch.addition --config=configs/bnsl_addition.py:quick --workdir=runs/add_quick`.
+r"""BNSL toy experiment: `python -m launch.addition --config=configs/addition.py:quick --workdir=runs/add_quick`.
 
 Re-running the same command on the same workdir resumes from the latest checkpoint. Override any field with
 `--config.train.steps=800`, `--config.sweep.train_size='(256,512)'`. The logic lives in `scaling.bnsl.addition.run`.

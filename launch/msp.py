@@ -1,4 +1,4 @@
-r"""Runs (or resumes) a sweep: `python -m launch.train --config=configs/quanta_msp.py:quick --workdir=runs/quick`.
+r"""Runs (or resumes) a sweep: `python -m launch.msp --config=configs/msp.py:quick --workdir=runs/quick`.
 
 Re-running the same command on the same workdir resumes from the latest checkpoint. Override any field with
 `--config.train.steps=2000`, `--config.sweep.width='(16,32)'`. The logic lives in `scaling.quanta.msp.run`.
