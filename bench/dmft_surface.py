@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scaling import random_features as rf  # noqa: E402
-from scaling.theory import dmft  # noqa: E402
+from scaling.dynamics import random_features as rf  # noqa: E402
+from scaling.dynamics.theory import inputs, solver  # noqa: E402
 
 
 def timed(fn, repeat: int = 1) -> tuple[float, object]:
@@ -48,12 +48,12 @@ def main() -> None:
   args = ap.parse_args()
   N = np.unique(np.geomspace(16, 2048, args.widths).round().astype(int))
   t = np.geomspace(0.1, 1e5, args.times)
-  lam, w2 = dmft.power_law_spectrum(args.a, args.b, args.M)
+  lam, w2 = inputs.power_law_spectrum(args.a, args.b, args.M)
   print(f"a={args.a}, b={args.b}, M={args.M}, {len(N)} widths {N[0]}..{N[-1]}, {len(t)} times "
         f"{t[0]:g}..{t[-1]:g}, P = inf; {os.cpu_count()} CPUs")
 
-  th_batch, (L_NxT, _) = timed(lambda: dmft.loss_curve(lam, w2, t, 1.0 / N, 0.0))
-  th_loop, _ = timed(lambda: [dmft.loss_curve(lam, w2, t, 1.0 / n, 0.0) for n in N])
+  th_batch, (L_NxT, _) = timed(lambda: solver.loss_curve(lam, w2, t, 1.0 / N, 0.0))
+  th_loop, _ = timed(lambda: [solver.loss_curve(lam, w2, t, 1.0 / n, 0.0) for n in N])
   print(f"DMFT surface: batched over 1/N {th_batch:.1f} s, loop over widths {th_loop:.1f} s "
         f"({th_loop / th_batch:.2f}x); {th_batch / L_NxT.size * 1e3:.2f} ms per (N, t) point")
 

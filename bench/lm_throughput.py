@@ -28,7 +28,7 @@ import jax  # noqa: E402
 from configs import lm_family  # noqa: E402
 from scaling.lm import checkpoints, evaluate, family  # noqa: E402
 from scaling.lm import corpus as corpus_lib  # noqa: E402
-from scaling.lm import model as lm  # noqa: E402
+from scaling.nn import transformer as lm  # noqa: E402
 
 
 def main(quick: bool) -> None:

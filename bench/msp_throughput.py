@@ -2,19 +2,20 @@ r"""Throughput of MSP training: one model at a time vs the vmapped sweep, agains
 
 Measures, in one run on the current machine:
 
-* model-steps/s (and achieved GFLOP/s) of `scaling.train.run_chunk` in two modes, at a small and a paper-sized width:
+* model-steps/s (and achieved GFLOP/s) of `scaling.quanta.msp_train.run_chunk` in two modes, at a small and a
+  paper-sized width:
   - ``loop``: M models trained one after another in a Python loop, each a `run_chunk` call on a member axis of size 1
     (the same compiled scan chunk as the sweep, just M=1), blocking after each model's chunk;
-  - ``vmap``: all M members in one `run_chunk` call (member axis of size M), as `scaling.sweep` runs a shape point;
+  - ``vmap``: all M members in one `run_chunk` call (member axis of size M), as `scaling.quanta.msp` runs a shape point;
   and the ratio vmap/loop for every (task, width);
 * the GFLOP/s of a jitted 2048x2048 @ 2048x2048 f32 matmul, as the machine's reference;
 * at the paper width 500, the step time of the dense first layer (`Spec(onehot_lookup=False)`) vs the one-hot row
   lookup (`onehot_lookup=True`), M=1.
 
-Members and states are built as `scaling.sweep` builds them (`train.make_members` + `train.init_states`). Compile
-time is excluded (one warm-up call per program); each timing is the median of a few repeats. Every `run_chunk` call
+Members and states are built as `scaling.quanta.msp` builds them (`msp_train.make_members` +
+`msp_train.init_states`). Compile time is excluded (one warm-up call per program); each timing is the median of a few repeats. Every `run_chunk` call
 also runs one per-task evaluation; the bench spec sets `eval_per_task` small so the numbers measure training.
-FLOPs per model-step are `models.flops_per_example(spec.model, lookup_rows=n_tasks)["train_step"] * batch` (the
+FLOPs per model-step are `mlp.flops_per_example(spec.model, lookup_rows=n_tasks)["train_step"] * batch` (the
 one-hot block as a lookup costs no matmul FLOPs), so GFLOP/s counts useful matmul work only.
 
 Run from the repository root:
@@ -44,7 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling import models, tasks, train
+from scaling.nn import mlp
+from scaling.quanta import msp_train
+from scaling.quanta import task as task_lib
 
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke mode: fewer members, steps and repeats (under a minute).")
 
@@ -76,19 +79,19 @@ def cases(quick: bool) -> list[Case]:
           Case("paper", 500, 100, 3, 20000, (32, 500), M=4, S=10, repeats=5)]
 
 
-def make_spec(c: Case, width: int, onehot_lookup: bool = True) -> train.Spec:
-  return train.Spec(task=tasks.MSPSpec(c.n_tasks, c.n, c.k), model=models.MLPSpec(c.n_tasks + c.n, width),
+def make_spec(c: Case, width: int, onehot_lookup: bool = True) -> msp_train.Spec:
+  return msp_train.Spec(task=task_lib.MSPSpec(c.n_tasks, c.n, c.k), model=mlp.MLPSpec(c.n_tasks + c.n, width),
                     batch=c.batch, D=-1, eval_per_task=EVAL_PER_TASK, onehot_lookup=onehot_lookup)
 
 
-def build(spec: train.Spec, M: int):
-  """Members and states of an M-member sweep, built as `scaling.sweep` builds them."""
+def build(spec: msp_train.Spec, M: int):
+  """Members and states of an M-member sweep, built as `scaling.quanta.msp` builds them."""
   t = spec.task
   seed_keys = jax.random.split(jax.random.key(0), M)
-  subsets = np.broadcast_to(tasks.make_subsets(t.n_tasks, t.n, t.k, 0), (M, t.n_tasks, t.k))
+  subsets = np.broadcast_to(task_lib.make_subsets(t.n_tasks, t.n, t.k, 0), (M, t.n_tasks, t.k))
   alphas, lrs, wds = (np.full((M,), v, np.float32) for v in (ALPHA, LR, 0.0))
-  members = train.make_members(seed_keys, alphas, lrs, wds, subsets, spec=spec)
-  states = train.init_states(members, spec=spec)
+  members = msp_train.make_members(seed_keys, alphas, lrs, wds, subsets, spec=spec)
+  states = msp_train.init_states(members, spec=spec)
   return jax.block_until_ready((members, states))
 
 
@@ -104,24 +107,24 @@ def median_time(fn, repeats: int) -> float:
 class Trainer:
   """Advances a list of (states, members) groups by one chunk each, feeding back the donated states."""
 
-  def __init__(self, spec: train.Spec, groups: list, S: int):
+  def __init__(self, spec: msp_train.Spec, groups: list, S: int):
     self.spec, self.groups, self.S, self.step = spec, groups, S, 0
 
   def chunk(self, only_first: bool = False) -> None:
     for i, (states, members) in enumerate(self.groups[:1] if only_first else self.groups):
-      out = train.run_chunk(states, members, jnp.int32(self.step), spec=self.spec, n_steps=self.S)
+      out = msp_train.run_chunk(states, members, jnp.int32(self.step), spec=self.spec, n_steps=self.S)
       jax.block_until_ready(out)
       self.groups[i] = (out[0], members)
     self.step += self.S
 
 
-def loop_trainer(spec: train.Spec, M: int, S: int) -> Trainer:
+def loop_trainer(spec: msp_train.Spec, M: int, S: int) -> Trainer:
   members, states = build(spec, M)
   sl = lambda tree, i: jax.tree.map(lambda x: x[i:i + 1], tree)
   return Trainer(spec, [(sl(states, i), sl(members, i)) for i in range(M)], S)
 
 
-def vmap_trainer(spec: train.Spec, M: int, S: int) -> Trainer:
+def vmap_trainer(spec: msp_train.Spec, M: int, S: int) -> Trainer:
   members, states = build(spec, M)
   return Trainer(spec, [(states, members)], S)
 
@@ -175,7 +178,7 @@ def main(argv):
     for width in c.widths:
       print(f"  measuring {task}, width {width} ...", flush=True)
       spec = make_spec(c, width)
-      flops_step = models.flops_per_example(spec.model, lookup_rows=c.n_tasks)["train_step"] * c.batch
+      flops_step = mlp.flops_per_example(spec.model, lookup_rows=c.n_tasks)["train_step"] * c.batch
       t_modes = time_trainers([loop_trainer(spec, c.M, c.S), vmap_trainer(spec, c.M, c.S)], c.repeats)
       for mode, t in zip(("loop", "vmap"), t_modes):
         rate = c.M * c.S / t
@@ -207,8 +210,8 @@ def main(argv):
     print(f"  {loop[0]:<29} width {loop[1]:>3}, M={loop[2]}: {vmap[6] / loop[6]:.2f}x")
   print()
 
-  f_lookup = models.flops_per_example(make_spec(paper, 500).model, lookup_rows=paper.n_tasks)["train_step"]
-  f_dense = models.flops_per_example(make_spec(paper, 500).model, lookup_rows=0)["train_step"]
+  f_lookup = mlp.flops_per_example(make_spec(paper, 500).model, lookup_rows=paper.n_tasks)["train_step"]
+  f_dense = mlp.flops_per_example(make_spec(paper, 500).model, lookup_rows=0)["train_step"]
   print(f"one-hot lookup vs dense first layer (paper task, width 500, B={paper.batch}, M=1, S={S}):")
   print(f"  onehot_lookup=True : {t_lookup / S * 1e3:8.1f} ms/step  ({f_lookup * paper.batch / 1e9:.2f} GFLOP/step)")
   print(f"  onehot_lookup=False: {t_dense / S * 1e3:8.1f} ms/step  ({f_dense * paper.batch / 1e9:.2f} GFLOP/step)")

@@ -23,7 +23,7 @@ real_spectrum      spec §5.3: NTK of a 40-256-256-1 MLP at init on 2000 MNIST-1
 
 import ml_collections
 
-from scaling.dynamics import dmft_config
+from scaling.dynamics.dmft import dmft_config
 
 
 def get_config(arg: str = "quick") -> ml_collections.ConfigDict:

@@ -1,15 +1,15 @@
-r"""Fit scaling-law forms to our own runs: loss vs parameters, dataset size or steps of a `launch.train` sweep, or
+r"""Fit scaling-law forms to our own runs: loss vs parameters, dataset size or steps of a `launch.msp` sweep, or
 test CE vs training-set size of a `launch.addition` run. The largest `source.n_test` x are held out and scored
 (0: a fifth of the points, at least 1).
 
 Variants (`--config=configs/fit_sweep.py:<variant>`), each needing `--config.source.workdir=DIR`:
 
-n         loss vs N (final loss, seed mean) of a width sweep, e.g. configs/quanta_msp.py:quick.
+n         loss vs N (final loss, seed mean) of a width sweep, e.g. configs/msp.py:quick.
             python -m launch.fit --config=configs/fit_sweep.py:n --config.source.workdir=runs/quick \
                 --workdir=runs/quick_fit_n
-d         loss vs D (min over steps, seed mean) of a dataset-size sweep (quanta_msp.py:quick_d, fig2_d).
+d         loss vs D (min over steps, seed mean) of a dataset-size sweep (msp.py:quick_d, fig2_d).
 steps     loss vs steps of every run of a sweep.
-addition  test CE (min over training, seed mean) vs training-set size of configs/bnsl_addition.py:fit / paper.
+addition  test CE (min over training, seed mean) vs training-set size of configs/addition.py:fit / paper.
             python -m launch.fit --config=configs/fit_sweep.py:addition --config.source.workdir=runs/add_fit \
                 --workdir=runs/add_fit_bnsl
 """

@@ -10,7 +10,7 @@ a2      spec §6 A2: M=2000, (64, 256) and (256, 64), 20 seeds, η=0.1, 1000 ste
 
 import ml_collections
 
-from scaling.rf_sweep import rf_gd_config
+from scaling.dynamics.rf_gd import rf_gd_config
 
 
 def get_config(arg: str = "quick") -> ml_collections.ConfigDict:

@@ -1,14 +1,14 @@
-r"""BNSL toy experiment: `python -m launch.addition --config=configs/bnsl_addition.py:quick --workdir=runs/add_quick`.
+r"""BNSL toy experiment: `python -m launch.addition --config=configs/addition.py:quick --workdir=runs/add_quick`.
 
 Re-running the same command on the same workdir resumes from the latest checkpoint. Override any field with
-`--config.train.steps=800`, `--config.sweep.train_size='(256,512)'`. The logic lives in `scaling.addition.run`.
+`--config.train.steps=800`, `--config.sweep.train_size='(256,512)'`. The logic lives in `scaling.bnsl.addition.run`.
 """
 
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from scaling import addition
+from scaling.bnsl import addition
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (created; resumed if it exists).")

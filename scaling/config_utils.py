@@ -1,4 +1,5 @@
-"""Small helpers shared by the experiments' config validation (`scaling.sweep.plan`, `scaling.addition.plan`)."""
+"""Small helpers shared by the experiments' config validation
+(`scaling.quanta.msp.plan`, `scaling.bnsl.addition.plan`)."""
 
 from __future__ import annotations
 

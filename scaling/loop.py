@@ -1,5 +1,5 @@
-"""The chunked host loop of one compiled program ("point") of a sweep, shared by `scaling.sweep` and
-`scaling.addition`.
+"""The chunked host loop of one compiled program ("point") of a sweep, shared by `scaling.quanta.msp` and
+`scaling.bnsl.addition`.
 
 A point trains a leading axis of members (vmapped, possibly padded for sharding) in chunks of `log_every` steps. The
 loop skips a point whose `points/<name>.npz` is complete, resumes from the latest orbax checkpoint in

@@ -6,13 +6,13 @@ import os
 import jax
 import numpy as np
 
-from configs import quanta_msp
-from scaling.lm import model as lm
+from configs import msp as msp_configs
+from scaling.nn import transformer as lm
 
 
 def tiny_config(**sections):
   """A CPU-second-sized sweep: 5 tasks, n=12, widths (8, 16), 2 seeds x 2 alphas, 200 steps."""
-  c = quanta_msp.get_config("quick")
+  c = msp_configs.get_config("quick")
   c.task.update(n_tasks=5, n=12, k=3)
   c.train.update(batch_size=128, steps=200, log_every=50, eval_per_task=64, checkpoint_every=1)
   c.sweep.update(width=(8, 16), seeds=2, alpha=(0.4, 0.8))

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import bnsl_addition
-from scaling import addition, io
+from configs import addition as addition_configs
+from scaling import io
+from scaling.bnsl import addition
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARRAYS = ("test_ce", "test_acc", "train_ce", "train_acc")
@@ -274,16 +275,16 @@ def test_unknown_key_and_other_config_are_refused(tmp_path):
 
 
 def test_config_variants():
-  quick = addition.plan(bnsl_addition.get_config("quick"))
+  quick = addition.plan(addition_configs.get_config("quick"))
   assert quick.sizes == (64, 256, 512, 1024) and quick.n_seeds == 2 and quick.steps == (200,) * 4
-  paper = addition.plan(bnsl_addition.get_config("paper"))
-  assert paper.sizes == bnsl_addition.FIT_SIZES and paper.spec.lr == 1e-4
+  paper = addition.plan(addition_configs.get_config("paper"))
+  assert paper.sizes == addition_configs.FIT_SIZES and paper.spec.lr == 1e-4
   steps = dict(zip(paper.sizes, paper.steps))
   assert (steps[160], steps[576], steps[640], steps[928]) == (4064, 1312, 1568, 3024)  # ceil(data_steps / n) to 16
-  dense = addition.plan(bnsl_addition.get_config("dense"))
+  dense = addition.plan(addition_configs.get_config("dense"))
   assert dense.sizes == tuple(range(16, 1025, 16))
   with pytest.raises(ValueError, match="unknown variant"):
-    bnsl_addition.get_config("huge")
+    addition_configs.get_config("huge")
 
 
 # --- end to end
@@ -298,7 +299,7 @@ def _launch(*args):
 def test_launcher_short_quick_run_shows_the_drop_and_resumes(tmp_path):
   """The quick variant cut to sizes (64, 512) and one seed (~30 s): the larger set generalises, the smaller not."""
   wd = tmp_path / "quick"
-  args = ("--config=configs/bnsl_addition.py:quick", f"--workdir={wd}", "--config.sweep.train_size=(64,512)",
+  args = ("--config=configs/addition.py:quick", f"--workdir={wd}", "--config.sweep.train_size=(64,512)",
           "--config.sweep.seeds=1")
   r = _launch(*args)
   assert r.returncode == 0, r.stderr[-3000:]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from scaling import analysis
+from scaling.fit import loglog
+from scaling.quanta import analysis
 
 LN2 = np.log(2)
 
@@ -34,7 +35,7 @@ def test_fit_alpha_N_recovers_exponent(true):
   assert fit.n_points == 60 and fit.method == "ols"
   assert abs(fit.exponent - true) < 3 * fit.stderr + 1e-3, str(fit)
   assert 0 < fit.stderr < 0.05
-  boot = analysis.fit_loglog(np.repeat(N, 3), loss.ravel(), sign=-1, bootstrap=400)
+  boot = loglog.fit_loglog(np.repeat(N, 3), loss.ravel(), sign=-1, bootstrap=400)
   assert boot.method == "bootstrap(400)" and 0.3 * fit.stderr < boot.stderr < 3 * fit.stderr
 
 
@@ -77,4 +78,4 @@ def test_fit_n_learned_D_and_convergence_time():
 
 def test_fit_needs_three_points():
   with pytest.raises(ValueError, match=">= 3 points"):
-    analysis.fit_loglog([1, 2], [1, 2])
+    loglog.fit_loglog([1, 2], [1, 2])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from scaling import datasets
+from scaling.dynamics import datasets
 
 SMALL = {"num_samples": 800, "train_split": 0.75, "seed": 0}  # 600 train / 200 test
 

@@ -1,4 +1,4 @@
-"""`launch.dmft` / `scaling.dynamics`: config checks and every experiment end to end at toy size."""
+"""`launch.dmft` / `scaling.dynamics.dmft`: config checks and every experiment end to end at toy size."""
 
 import math
 import os
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import dmft as dmft_configs
-from scaling import dynamics, io
+from scaling import io
+from scaling.dynamics import dmft
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +36,7 @@ def test_bad_config_raises_before_writing(tmp_path, field, value, match):
   section, _, key = field.rpartition(".")
   (c[section] if section else c)[key] = value
   with pytest.raises(ValueError, match=match):
-    dynamics.run(c, str(tmp_path / "wd"))
+    dmft.run(c, str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
 
 
@@ -43,17 +44,17 @@ def test_frontier_variants_need_increasing_widths_and_one_p(tmp_path):
   c = _tiny("width_convergence")
   c.N = (100, 50)
   with pytest.raises(ValueError, match="increasing widths"):
-    dynamics.plan(c)
+    dmft.plan(c)
   c = _tiny("compute_optimal")
   c.P = (0, 64)
   with pytest.raises(ValueError, match="one P"):
-    dynamics.plan(c)
+    dmft.plan(c)
 
 
 def test_exponent_variants_need_a_b_above_one(tmp_path):
   c = _tiny("exponents", a=0.9)
   with pytest.raises(ValueError, match="a > 1"):
-    dynamics.plan(c)
+    dmft.plan(c)
 
 
 def test_quick_launcher_end_to_end_and_reload(tmp_path):
@@ -75,7 +76,7 @@ def test_quick_launcher_end_to_end_and_reload(tmp_path):
 def test_train_test_gap_and_width_convergence(tmp_path):
   c = _tiny("train_test_gap")
   c.N, c.P = (64,), (32, 128)
-  text = dynamics.run(c, str(tmp_path / "gap"))
+  text = dmft.run(c, str(tmp_path / "gap"))
   th = io.load_npz(str(tmp_path / "gap" / "theory.npz"))
   assert np.all(th["train"] <= th["test"] + 1e-12)  # spec A8
   assert th["test"][0, -1] - th["train"][0, -1] > th["test"][1, -1] - th["train"][1, -1]  # more data, smaller gap
@@ -84,7 +85,7 @@ def test_train_test_gap_and_width_convergence(tmp_path):
   c.N = (25, 50, 100)
   c.check_t = (0.1, 300.0)
   c.sim.enabled = False
-  text = dynamics.run(c, str(tmp_path / "width"))
+  text = dmft.run(c, str(tmp_path / "width"))
   early = [l for l in text.splitlines() if l.startswith("| 0.1000 |")][0]
   c_early = [float(v) for v in early.strip("| ").split(" | ")[1:]]
   assert all(abs(v - 1) < 0.05 for v in c_early), f"early-time 1/N convergence (spec A6): {c_early}"
@@ -94,13 +95,13 @@ def test_exponents_and_compute_optimal_run(tmp_path):
   c = _tiny("exponents", M=4000)
   c.N = (50, 100, 200)
   c.t.update(min=10.0, max=1000.0, num=5)
-  text = dynamics.run(c, str(tmp_path / "exp"))
+  text = dmft.run(c, str(tmp_path / "exp"))
   assert "L(t, ∞, ∞) vs t" in text and (tmp_path / "exp" / "exponents.png").exists()
   c = _tiny("compute_optimal", M=1000)
   c.N = (16, 23, 32, 45, 64, 90, 128)
   c.t.update(min=0.1, max=1e5, num=25)
   c.sim.max_width = 32
-  text = dynamics.run(c, str(tmp_path / "co"))
+  text = dmft.run(c, str(tmp_path / "co"))
   sim = io.load_npz(str(tmp_path / "co" / "sim.npz"))
   assert np.all(np.isfinite(sim["test"][:, :3])) and np.all(np.isnan(sim["test"][:, 3:]))  # widths > max_width
   assert "N*(C)" in text and "t*(C)" in text
@@ -111,7 +112,7 @@ def test_ensembles_theory_and_sim(tmp_path):
   c.N, c.P = (32, 32), (0, 128)
   c.E = (1, 2, 0)
   c.check_t = (10.0, 300.0)
-  dynamics.run(c, str(tmp_path / "ens"))
+  dmft.run(c, str(tmp_path / "ens"))
   th = io.load_npz(str(tmp_path / "ens" / "theory.npz"))["L_E"]  # [E, point, t]
   assert np.all(th[0] >= th[1] - 1e-12) and np.all(th[1] >= th[2] - 1e-12), "more members never hurt"
   sims = {E: io.load_npz(str(tmp_path / "ens" / f"sim_E{E}.npz")) for E in (1, 2)}
@@ -129,7 +130,7 @@ def test_real_spectrum_on_generated_mnist1d(tmp_path):
   c.real.update(n_pool=300, P=(50, 100), width=64, draws=3, k_range=(3, 30), data_dir=str(tmp_path / "tfds"))
   c.t.update(min=0.1, max=1e3, num=13)
   c.check_t = (1.0, 100.0)
-  text = dynamics.run(c, str(tmp_path / "real"))
+  text = dmft.run(c, str(tmp_path / "real"))
   r = io.load_npz(str(tmp_path / "real" / "real_spectrum.npz"))
   print(text)
   assert np.isfinite(r["a"]) and np.isfinite(r["b"]) and r["b"] > 0
@@ -155,12 +156,12 @@ def test_rf_gd_launcher(tmp_path):
 def test_ensemble_formula_matches_simulated_ensembles():
   """Spec §6 A3: the ensemble formula (E members, independent projections, shared data) against simulated ensembles
   within 3 SE at several t; E -> ∞ approaches C_x."""
-  from scaling import random_features as rf
-  from scaling.theory import dmft
+  from scaling.dynamics import random_features as rf
+  from scaling.dynamics.theory import inputs, solver
   a, b, M, N, P, E, S = 1.5, 1.25, 1000, 192, 384, 4, 16
   t = np.array([1.0, 10.0, 100.0, 1000.0])
-  lam, w2 = dmft.power_law_spectrum(a, b, M)
-  fn = dmft.ensemble_curve_fn(lam, w2)
+  lam, w2 = inputs.power_law_spectrum(a, b, M)
+  fn = solver.ensemble_curve_fn(lam, w2)
   th = fn(t, 1.0 / N, 1.0 / P, E)
   lam_s, wstar = rf.power_law_task(a, b, M)
   sim = rf.simulate(0, lam_s, wstar, [N], [P], t, S, n_members=E)["test_ens"][:, 0, 0]  # [seed, t]

@@ -35,9 +35,9 @@ def _toy():
 
 def _msp():
   from helpers import tiny_config  # pylint: disable=import-outside-toplevel
-  from scaling import sweep  # pylint: disable=import-outside-toplevel
+  from scaling.quanta import msp  # pylint: disable=import-outside-toplevel
   c = tiny_config(sweep=dict(width=(8,), D=(-1, 700), alpha=(0.4, 0.6, 0.8)))  # 6 members: padded to 8 on 4
-  return sweep.EXPERIMENT, c, {"train.optimizer": "sgd", "sweep.lr": (1e-3, 1e38)}, {"sweep.width": ()}
+  return msp.EXPERIMENT, c, {"train.optimizer": "sgd", "sweep.lr": (1e-3, 1e38)}, {"sweep.width": ()}
 
 
 # Relative tolerance of 4 devices against 1 (0: bitwise). Splitting the member axis over devices lets XLA:CPU

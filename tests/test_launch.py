@@ -7,24 +7,25 @@ import sys
 import numpy as np
 import pytest
 
-from configs import quanta_msp
-from scaling import io, sweep
+from configs import msp as msp_configs
+from scaling import io
+from scaling.quanta import msp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _launch(*args, env_extra=None):
   env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
-  return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT, env=env, capture_output=True,
+  return subprocess.run([sys.executable, "-m", "launch.msp", *args], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
 
 
 def test_launcher_quick_end_to_end_and_rerun_resumes(tmp_path):
   wd = tmp_path / "quick"
-  r = _launch("--config=configs/quanta_msp.py:quick", f"--workdir={wd}")
+  r = _launch("--config=configs/msp.py:quick", f"--workdir={wd}")
   assert r.returncode == 0, r.stderr[-3000:]
   assert "width" in r.stdout and "loss [bit]" in r.stdout and "learned" in r.stdout
-  c = quanta_msp.get_config("quick")
+  c = msp_configs.get_config("quick")
   rows = [l.split()[0] for l in r.stdout.splitlines() if l.strip() and l.split()[0].isdigit()]
   assert rows == [str(w) for w in c.sweep.width]
   assert (wd / "summary.png").stat().st_size > 10_000
@@ -32,14 +33,14 @@ def test_launcher_quick_end_to_end_and_rerun_resumes(tmp_path):
   final = curves["test_loss"][:, 0, :, 0, 0, 0, -1].mean(axis=1) / np.log(2)
   assert final[-1] < final[0] - 0.2, f"wider nets reach lower loss: {final}"
   assert "steps/s" in r.stderr and "ETA" in r.stderr
-  again = _launch("--config=configs/quanta_msp.py:quick", f"--workdir={wd}")
+  again = _launch("--config=configs/msp.py:quick", f"--workdir={wd}")
   assert again.returncode == 0 and "complete, skipping" in again.stderr
 
 
 def test_launcher_overrides_and_unknown_keys(tmp_path):
-  r = _launch("--config=configs/quanta_msp.py:quick", f"--workdir={tmp_path / 'a'}", "--config.train.lr=0.1")
+  r = _launch("--config=configs/msp.py:quick", f"--workdir={tmp_path / 'a'}", "--config.train.lr=0.1")
   assert r.returncode != 0 and "lr" in r.stderr and not (tmp_path / "a").exists()
-  r = _launch("--config=configs/quanta_msp.py:quick", f"--workdir={tmp_path / 'b'}", "--config.sweep.width=(8,)",
+  r = _launch("--config=configs/msp.py:quick", f"--workdir={tmp_path / 'b'}", "--config.sweep.width=(8,)",
               "--config.train.steps=100", "--config.sweep.seeds=1")
   assert r.returncode == 0, r.stderr[-3000:]
   assert io.load_workdir(str(tmp_path / "b"))["test_loss"].shape[:3] == (1, 1, 1)
@@ -54,8 +55,8 @@ def test_launcher_overrides_and_unknown_keys(tmp_path):
     ("fig10_d", [500], "D-scaling-9", list(np.round(np.arange(0.1, 0.801, 0.05), 3)), 1, 100_000),
 ])
 def test_paper_variants_match_spec_grids(variant, widths, Ds, alphas, seeds, steps):
-  c = quanta_msp.get_config(variant)
-  p = sweep.plan(c)  # validates without compiling
+  c = msp_configs.get_config(variant)
+  p = msp.plan(c)  # validates without compiling
   assert list(p.widths) == widths
   if Ds == "D-scaling-6":
     assert len(p.Ds) == 30 and p.Ds[:3] == (9999, 12389, 15350) and p.Ds[-2:] == (4035543, 4999999)
@@ -69,4 +70,4 @@ def test_paper_variants_match_spec_grids(variant, widths, Ds, alphas, seeds, ste
   assert c.sweep.lr == (1e-3,) and c.train.optimizer == "adam"
   if variant == "fig10_n":  # the original's seeds 0, 1, 2 also seeded the subsets
     assert not np.array_equal(p.subsets[0], p.subsets[1])
-  assert quanta_msp.__doc__.count(f"configs/quanta_msp.py:{variant} ") == 1
+  assert msp_configs.__doc__.count(f"configs/msp.py:{variant} ") == 1

@@ -11,8 +11,8 @@ import pytest
 import helpers
 from configs import lm_eval as lm_eval_config
 from scaling.lm import corpus as corpus_lib
-from scaling.lm import evaluate
-from scaling.lm import model as lm
+from scaling.lm import eval_models, evaluate
+from scaling.nn import transformer as lm
 
 
 def _corpus(max_len=40):
@@ -50,32 +50,32 @@ def test_evaluate_models_writes_report_and_resumes(tmp_path):
   c.models = ",".join(reversed(dirs))
   c.corpus.max_docs, c.corpus.context = 6, 64
   wd = str(tmp_path / "wd")
-  text = evaluate.evaluate_models(c, wd)
+  text = eval_models.evaluate_models(c, wd)
   d = evaluate.load_losses(wd)
   assert d["losses_MxT"].shape[0] == 3 and np.all(np.isfinite(d["losses_MxT"]))
   assert "α_N" in text and "| m0 |" in text
   assert os.path.exists(os.path.join(wd, "report", "mean_loss_vs_params.png"))
   before = d["losses_MxT"].copy()
-  evaluate.evaluate_models(c, wd)  # cached per model
+  eval_models.evaluate_models(c, wd)  # cached per model
   np.testing.assert_array_equal(evaluate.load_losses(wd)["losses_MxT"], before)
   text = evaluate.report(wd, fit_models=evaluate.parse_fit_models(":-1"))  # `launch.lm_report --fit_models=:-1`
   assert "α_N fit skipped" in text  # 2 of the 3 sizes are too few points for a fit with an error
   c2 = lm_eval_config.get_config("quick")
   c2.models = dirs[0]
   with pytest.raises(ValueError, match="config"):
-    evaluate.evaluate_models(c2, wd)
+    eval_models.evaluate_models(c2, wd)
 
 
 def test_eval_config_errors(tmp_path):
   c = lm_eval_config.get_config("pythia")
   with pytest.raises(ValueError, match="empty"):
-    evaluate.evaluate_models(c, str(tmp_path / "x"))
+    eval_models.evaluate_models(c, str(tmp_path / "x"))
   c.models = "torch:/x"
   with pytest.raises(ValueError, match="not 'smollm2'"):
-    evaluate.evaluate_models(c, str(tmp_path / "x"))
+    eval_models.evaluate_models(c, str(tmp_path / "x"))
   c.models = "hf:" + str(tmp_path / "no_such_checkpoint")
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    evaluate.evaluate_models(c, str(tmp_path / "x"))
+    eval_models.evaluate_models(c, str(tmp_path / "x"))
   assert not os.path.exists(tmp_path / "x")
   with pytest.raises(ValueError, match="unknown"):
     lm_eval_config.get_config("nope")

@@ -15,7 +15,7 @@ from configs import lm_family
 from scaling import io
 from scaling.lm import corpus as corpus_lib
 from scaling.lm import evaluate, family
-from scaling.lm import model as lm
+from scaling.nn import transformer as lm
 
 STEPS = 40
 

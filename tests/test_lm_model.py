@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from scaling.lm import checkpoints as ck
-from scaling.lm import model as lm
+from scaling.nn import transformer as lm
 
 torch = pytest.importorskip("torch", reason="cross-checks need torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers")

@@ -5,20 +5,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling import models, tasks
+from scaling.nn import mlp
+from scaling.quanta import task as task_lib
 
 
 @pytest.mark.parametrize("width,expected", [(500, 301_502), (9, 5_429), (300, 180_902)])
 def test_param_count_paper(width, expected):
-  spec = models.MLPSpec(in_dim=600, width=width)
-  assert models.param_count(spec) == expected == width * (500 + 100 + 3) + 2
-  params = models.init(jax.random.key(0), spec)
+  spec = mlp.MLPSpec(in_dim=600, width=width)
+  assert mlp.param_count(spec) == expected == width * (500 + 100 + 3) + 2
+  params = mlp.init(jax.random.key(0), spec)
   assert sum(x.size for x in jax.tree.leaves(params)) == expected
 
 
 def test_pytorch_uniform_init():
-  spec = models.MLPSpec(in_dim=600, width=400)
-  params = models.init(jax.random.key(0), spec)
+  spec = mlp.MLPSpec(in_dim=600, width=400)
+  params = mlp.init(jax.random.key(0), spec)
   for layer, fan_in in zip(params, (600, 400)):
     bound = 1 / np.sqrt(fan_in)
     for name in ("w", "b"):
@@ -31,19 +32,19 @@ def test_pytorch_uniform_init():
 
 @pytest.mark.parametrize("depth,activation", [(2, "relu"), (3, "tanh"), (4, "gelu")])
 def test_lookup_equals_dense(depth, activation):
-  spec = tasks.MSPSpec(n_tasks=50, n=20, k=3)
-  mlp = models.MLPSpec(spec.input_dim, 64, depth=depth, activation=activation)
-  params = models.init(jax.random.key(0), mlp)
-  subsets = jnp.asarray(tasks.make_subsets(50, 20, 3, 0))
-  b = tasks.online_batch(jax.random.key(1), spec, tasks.task_probs(spec, 0.4), subsets, 256)
-  dense = models.apply(params, tasks.to_inputs(b.task_B, b.bits_BxN, 50), activation)
-  lookup = models.apply_lookup(params, b.task_B, b.bits_BxN, activation)
+  spec = task_lib.MSPSpec(n_tasks=50, n=20, k=3)
+  net = mlp.MLPSpec(spec.input_dim, 64, depth=depth, activation=activation)
+  params = mlp.init(jax.random.key(0), net)
+  subsets = jnp.asarray(task_lib.make_subsets(50, 20, 3, 0))
+  b = task_lib.online_batch(jax.random.key(1), spec, task_lib.task_probs(spec, 0.4), subsets, 256)
+  dense = mlp.apply(params, task_lib.to_inputs(b.task_B, b.bits_BxN, 50), activation)
+  lookup = mlp.apply_lookup(params, b.task_B, b.bits_BxN, activation)
   assert dense.shape == (256, 2)
   np.testing.assert_allclose(np.asarray(lookup), np.asarray(dense), rtol=1e-5, atol=1e-6)
 
 
 def test_depth_counts_linear_layers():
-  assert models.MLPSpec(in_dim=10, width=8, depth=2).sizes == [10, 8, 2]
-  assert len(models.init(jax.random.key(0), models.MLPSpec(in_dim=10, width=8, depth=3))) == 3
+  assert mlp.MLPSpec(in_dim=10, width=8, depth=2).sizes == [10, 8, 2]
+  assert len(mlp.init(jax.random.key(0), mlp.MLPSpec(in_dim=10, width=8, depth=3))) == 3
   with pytest.raises(ValueError, match="activation"):
-    models.check_spec(models.MLPSpec(10, 8, activation="swish"))
+    mlp.check_spec(mlp.MLPSpec(10, 8, activation="swish"))

@@ -12,8 +12,8 @@ import pytest
 
 from configs import qdg as qdg_config
 from scaling.lm import corpus as corpus_lib
-from scaling.lm import model as lm
 from scaling.lm import qdg
+from scaling.nn import transformer as lm
 
 
 def _perturbed(cfg, seed=0):

@@ -1,4 +1,5 @@
-"""QDG similarity / clustering / reporting (`scaling.lm.qdg_cluster`) on hand-made and planted data."""
+"""QDG token selection and projection (`scaling.lm.qdg_inputs`), similarity / clustering / reporting
+(`scaling.lm.qdg_cluster`) on hand-made and planted data."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from scaling.lm import qdg_cluster as qc
+from scaling.lm import qdg_inputs as qi
 
 LN2 = math.log(2.0)
 
@@ -20,19 +22,19 @@ LN2 = math.log(2.0)
 
 def test_induction_mask_trigram_and_bigram():
   toks = np.array([5, 6, 7, 1, 5, 6, 7])
-  tri = qc.induction_mask(toks)
+  tri = qi.induction_mask(toks)
   assert tri.shape == (6,) and tri.dtype == bool
   np.testing.assert_array_equal(np.nonzero(tri)[0], [5])  # prediction 5 predicts the last 7
-  np.testing.assert_array_equal(np.nonzero(qc.induction_mask(toks, "bigram"))[0], [4, 5])  # (5,6) and (6,7) again
+  np.testing.assert_array_equal(np.nonzero(qi.induction_mask(toks, "bigram"))[0], [4, 5])  # (5,6) and (6,7) again
   # overlapping repeats: (1,1,1) ends at positions 2 and 3 -> prediction 2; bigram (1,1) repeats from prediction 1
-  np.testing.assert_array_equal(qc.induction_mask(np.array([1, 1, 1, 1])), [False, False, True])
-  np.testing.assert_array_equal(qc.induction_mask(np.array([1, 1, 1, 1]), "bigram"), [False, True, True])
+  np.testing.assert_array_equal(qi.induction_mask(np.array([1, 1, 1, 1])), [False, False, True])
+  np.testing.assert_array_equal(qi.induction_mask(np.array([1, 1, 1, 1]), "bigram"), [False, True, True])
   # a repeated token alone is never induction; prediction 0 never is
-  np.testing.assert_array_equal(qc.induction_mask(np.array([3, 4, 3, 9])), [False, False, False])
-  assert not qc.induction_mask(np.array([2, 2]))[0] and qc.induction_mask(np.array([2, 2, 2]), "bigram")[1]
-  assert qc.induction_mask(np.array([4])).shape == (0,) and qc.induction_mask(np.array([], int)).shape == (0,)
+  np.testing.assert_array_equal(qi.induction_mask(np.array([3, 4, 3, 9])), [False, False, False])
+  assert not qi.induction_mask(np.array([2, 2]))[0] and qi.induction_mask(np.array([2, 2, 2]), "bigram")[1]
+  assert qi.induction_mask(np.array([4])).shape == (0,) and qi.induction_mask(np.array([], int)).shape == (0,)
   with pytest.raises(ValueError, match="kind"):
-    qc.induction_mask(toks, "unigram")
+    qi.induction_mask(toks, "unigram")
 
 
 def _docs():
@@ -49,21 +51,21 @@ def _docs():
 def test_select_tokens_hand_made():
   losses, tokens, lengths = _docs()
   below = [0, 2, 3, 4, 5, 7, 8, 9, 10]  # < 0.1 nats
-  np.testing.assert_array_equal(qc.select_tokens(losses, tokens, lengths, 0.1, exclude_induction=None, every=1),
+  np.testing.assert_array_equal(qi.select_tokens(losses, tokens, lengths, 0.1, exclude_induction=None, every=1),
                                 below)
-  got = qc.select_tokens(losses, tokens, lengths, 0.1, every=1)
+  got = qi.select_tokens(losses, tokens, lengths, 0.1, every=1)
   np.testing.assert_array_equal(got, [0, 2, 3, 4, 5, 7, 8, 10])  # trigram filter drops flat 9
-  got = qc.select_tokens(losses, tokens, lengths, 0.1, exclude_induction="bigram", every=1)
+  got = qi.select_tokens(losses, tokens, lengths, 0.1, exclude_induction="bigram", every=1)
   np.testing.assert_array_equal(got, [0, 2, 4, 5, 7, 10])  # bigram filter drops 3, 8, 9
   # 0.1 bit = 0.0693 nats: 0.08 and 0.09 drop out
-  bits = qc.select_tokens(losses, tokens, lengths, 0.1, units="bits", every=1)
+  bits = qi.select_tokens(losses, tokens, lengths, 0.1, units="bits", every=1)
   np.testing.assert_array_equal(bits, [0, 3, 5, 7, 8, 10])
-  np.testing.assert_array_equal(qc.select_tokens(losses, tokens, lengths, 0.1 / LN2, units="bits", every=1),
+  np.testing.assert_array_equal(qi.select_tokens(losses, tokens, lengths, 0.1 / LN2, units="bits", every=1),
                                 [0, 2, 3, 4, 5, 7, 8, 10])
   # every / first applied after the filter, and the defaults are the paper's (every 50 keeps only the first)
-  np.testing.assert_array_equal(qc.select_tokens(losses, tokens, lengths, 0.1, every=3), [0, 4, 8])
-  np.testing.assert_array_equal(qc.select_tokens(losses, tokens, lengths, 0.1, every=3, first=2), [0, 4])
-  np.testing.assert_array_equal(qc.select_tokens(losses, tokens, lengths), [0])
+  np.testing.assert_array_equal(qi.select_tokens(losses, tokens, lengths, 0.1, every=3), [0, 4, 8])
+  np.testing.assert_array_equal(qi.select_tokens(losses, tokens, lengths, 0.1, every=3, first=2), [0, 4])
+  np.testing.assert_array_equal(qi.select_tokens(losses, tokens, lengths), [0])
 
 
 def test_select_tokens_validates():
@@ -71,13 +73,13 @@ def test_select_tokens_validates():
   for kw, msg in [({"units": "bytes"}, "units"), ({"every": 0}, "every"), ({"first": 0}, "first"),
                   ({"exclude_induction": "4gram"}, "exclude_induction")]:
     with pytest.raises(ValueError, match=msg):
-      qc.select_tokens(losses, tokens, lengths, **kw)
+      qi.select_tokens(losses, tokens, lengths, **kw)
   with pytest.raises(ValueError, match="losses_flat"):
-    qc.select_tokens(losses[:-1], tokens, lengths)
+    qi.select_tokens(losses[:-1], tokens, lengths)
   with pytest.raises(ValueError, match="lengths_D"):
-    qc.select_tokens(losses, tokens, np.array([0, 1, 5, 9]))
+    qi.select_tokens(losses, tokens, np.array([0, 1, 5, 9]))
   with pytest.raises(ValueError, match="tokens_DxT"):
-    qc.select_tokens(losses, tokens[0], lengths)
+    qi.select_tokens(losses, tokens[0], lengths)
 
 
 # --------------------------------------------------------------------------- projection
@@ -107,24 +109,24 @@ def test_sparse_projection_preserves_inner_products(unit_vectors):
   at most eps (here eps = sqrt(8 ln 50 / 3000) = 0.102; the estimator's std is ~sqrt(1/3000) = 0.018)."""
   x, tree = unit_vectors
   eps = math.sqrt(8 * math.log(N_VEC) / DIM)
-  assert qc.jl_dim(N_VEC, eps) <= DIM + 1
+  assert qi.jl_dim(N_VEC, eps) <= DIM + 1
   key = jax.random.key(0)
-  proj = jax.jit(qc.sparse_projection, static_argnames=("dim", "nnz_per_column", "sparsity", "chunk"))
+  proj = jax.jit(qi.sparse_projection, static_argnames=("dim", "nnz_per_column", "sparsity", "chunk"))
   y_tree = proj(tree, key, dim=DIM, chunk=4096)  # paper sparsity 0.999 -> 3 nonzeros per column; 4096 leaves a tail
   assert y_tree.shape == (N_VEC, DIM) and y_tree.dtype == jnp.float32
   err, norm_err = _max_ip_error(x, y_tree)
   assert err < eps and norm_err < eps, (err, norm_err, eps)
   assert err > 1e-3  # it is a random projection, not an isometry
   # the same vectors as one array: a different (but equally valid) map
-  y_arr = qc.sparse_projection(x, key, dim=DIM, chunk=4096)
+  y_arr = qi.sparse_projection(x, key, dim=DIM, chunk=4096)
   err_arr, norm_err_arr = _max_ip_error(x, y_arr)
   assert err_arr < eps and norm_err_arr < eps
   gram_t, gram_a = (np.asarray(y, np.float64) @ np.asarray(y, np.float64).T for y in (y_tree, y_arr))
   assert np.abs(gram_t - gram_a).max() < 2 * eps and not np.allclose(gram_t, gram_a)
   # deterministic for a key (jit == eager), different for another key; a one-leaf tree is the array
-  np.testing.assert_allclose(qc.sparse_projection(tree, key, dim=DIM, chunk=4096), y_tree, atol=1e-6)
-  np.testing.assert_array_equal(qc.sparse_projection({"a": x}, key, dim=DIM, chunk=4096), y_arr)
-  y_other = qc.sparse_projection(tree, jax.random.key(1), dim=DIM, chunk=4096)
+  np.testing.assert_allclose(qi.sparse_projection(tree, key, dim=DIM, chunk=4096), y_tree, atol=1e-6)
+  np.testing.assert_array_equal(qi.sparse_projection({"a": x}, key, dim=DIM, chunk=4096), y_arr)
+  y_other = qi.sparse_projection(tree, jax.random.key(1), dim=DIM, chunk=4096)
   assert np.abs(np.asarray(y_other) - np.asarray(y_tree)).max() > 0.01
   assert _max_ip_error(x, y_other)[0] < eps
 
@@ -132,25 +134,25 @@ def test_sparse_projection_preserves_inner_products(unit_vectors):
 def test_sparse_projection_structure():
   key = jax.random.key(3)
   eye = jnp.eye(40, 9000, k=0, dtype=jnp.float32)[:, ::-1]  # 40 basis vectors, in the last chunk
-  y = np.asarray(qc.sparse_projection(eye, key, dim=5000, chunk=1000))  # sparsity 0.999 -> s = 5
+  y = np.asarray(qi.sparse_projection(eye, key, dim=5000, chunk=1000))  # sparsity 0.999 -> s = 5
   nnz = (y != 0).sum(axis=1)
   assert nnz.max() <= 5 and nnz.min() >= 3  # up to 5 rows, repeats merge
   np.testing.assert_allclose(np.round(y * math.sqrt(5)), y * math.sqrt(5), atol=1e-5)  # entries are ±m/sqrt(s)
-  y1 = np.asarray(qc.sparse_projection(eye, key, dim=5000, nnz_per_column=1, chunk=1000))
+  y1 = np.asarray(qi.sparse_projection(eye, key, dim=5000, nnz_per_column=1, chunk=1000))
   np.testing.assert_array_equal(np.abs(y1).sum(axis=1), 1.0)
   # linear, and bf16 inputs are accumulated in float32
   rng = np.random.default_rng(1)
   a, b = (jnp.asarray(rng.normal(size=(3, 2500)), jnp.float32) for _ in range(2))
-  pa, pb, pab = (qc.sparse_projection(v, key, dim=64, chunk=1000) for v in (a, b, 2 * a - b))
+  pa, pb, pab = (qi.sparse_projection(v, key, dim=64, chunk=1000) for v in (a, b, 2 * a - b))
   np.testing.assert_allclose(pab, 2 * pa - pb, atol=1e-4)
-  assert qc.sparse_projection(a.astype(jnp.bfloat16), key, dim=64, chunk=1000).dtype == jnp.float32
+  assert qi.sparse_projection(a.astype(jnp.bfloat16), key, dim=64, chunk=1000).dtype == jnp.float32
   with pytest.raises(ValueError, match="batch size"):
-    qc.sparse_projection({"a": a, "b": b[:2]}, key, dim=64)
+    qi.sparse_projection({"a": a, "b": b[:2]}, key, dim=64)
   with pytest.raises(ValueError, match="sparsity"):
-    qc.sparse_projection(a, key, dim=64, sparsity=1.0)
-  assert qc.jl_dim(50, 0.1) == math.ceil(800 * math.log(50))
+    qi.sparse_projection(a, key, dim=64, sparsity=1.0)
+  assert qi.jl_dim(50, 0.1) == math.ceil(800 * math.log(50))
   with pytest.raises(ValueError):
-    qc.jl_dim(1, 0.1)
+    qi.jl_dim(1, 0.1)
 
 
 # --------------------------------------------------------------------------- similarity and affinity

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from scaling import random_features as rf
+from scaling.dynamics import random_features as rf
 
 TINY = rf.power_law_task(1.5, 1.25, 30)
 T_TINY = np.array([0.0, 0.1, 1.0, 10.0, 100.0, 1000.0])

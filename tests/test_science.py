@@ -6,8 +6,8 @@ Bands are the spec's suggested CPU acceptance test, applied to quantities averag
 import numpy as np
 import pytest
 
-from configs import quanta_msp
-from scaling import sweep
+from configs import msp as msp_configs
+from scaling.quanta import msp
 
 LN2 = np.log(2)
 
@@ -19,10 +19,10 @@ def _first_below(curve_bits: np.ndarray, steps: np.ndarray, threshold: float = 0
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-  c = quanta_msp.get_config("small")
+  c = msp_configs.get_config("small")
   assert (c.task.n_tasks, c.task.n, c.task.k, c.sweep.width, c.train.batch_size, c.train.steps,
           c.sweep.alpha, c.sweep.seeds) == (10, 30, 3, (128,), 2048, 10_000, (0.4,), 3)
-  return sweep.run(c, str(tmp_path_factory.mktemp("small")))
+  return msp.run(c, str(tmp_path_factory.mktemp("small")))
 
 
 def test_emergence_order_and_mean_loss(small_run):

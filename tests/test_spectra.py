@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling import datasets, random_features, spectra
+from scaling.dynamics import datasets, random_features, spectra
 
 
 def _naive_ntk(params, x_NxD):

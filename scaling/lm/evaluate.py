@@ -23,10 +23,9 @@ import numpy as np
 from absl import logging
 
 from scaling import io
-from scaling.lm import checkpoints
 from scaling.lm import corpus as corpus_lib
-from scaling.lm import model as lm
 from scaling.lm import token_scaling
+from scaling.nn import transformer as lm
 
 LOSSES = "losses.npz"
 
@@ -164,80 +163,6 @@ def _single_density_figure(edges: np.ndarray, density: np.ndarray, integrand: np
   axes[1].set(xscale="log", xlabel="per-token loss (bits)", ylabel="L p(L)")
   fig.tight_layout()
   plotting.save(fig, [path])
-
-
-# ---------------------------------------------------------------------------------------- evaluating checkpoints
-
-
-def eval_config_dict(config: Any) -> dict[str, Any]:
-  """Validated plain dict of an `lm_eval` config (raises before anything is loaded or written)."""
-  c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  specs = model_specs(c)
-  if not specs:
-    raise ValueError(f"config.models is empty: give {checkpoints.SPEC_FORMS} (comma-separated)")
-  for s in specs:
-    checkpoints.check_spec(s)
-  names = [checkpoints.model_name(s) for s in specs]
-  if len(set(names)) != len(names):
-    raise ValueError(f"model names collide: {names}")
-  cc = c["corpus"]
-  if cc["context"] < 2 or c["batch_size"] < 1 or (cc.get("max_docs") is not None and cc["max_docs"] < 1):
-    raise ValueError(f"need context >= 2, batch_size >= 1, max_docs >= 1 or None; got {cc}, {c['batch_size']}")
-  return c
-
-
-def model_specs(c: dict[str, Any]) -> list[str]:
-  """The model specs of an `lm_eval` config (`models` is comma-separated)."""
-  return [s.strip() for s in str(c["models"]).split(",") if s.strip()]
-
-
-def evaluate_models(config: Any, workdir: str) -> str:
-  """Per-token losses of every model of `config.models` on the corpus, then the report; returns summary.md.
-
-  Models are evaluated one at a time (`models/<name>.npz` caches each, so a re-run resumes). Models of a scaling
-  report must share a tokenizer (same tokenised corpus); this is checked.
-  """
-  c = eval_config_dict(config)
-  specs = model_specs(c)
-  workdir = os.path.abspath(workdir)
-  io.check_config(workdir, c)
-  io.write_config(workdir, c)
-  cc = c["corpus"]
-  docs = corpus_lib.read_documents(cc["source"], cc.get("max_docs"), doc_chars=cc["doc_chars"])
-  label = corpus_lib.source_label(cc["source"])
-  names, losses, cfgs, rates, corpus, decode = [], [], [], [], None, None
-  for spec in specs:
-    name = checkpoints.model_name(spec)
-    m = checkpoints.load_model(spec)
-    if m.tokenizer is None:
-      raise ValueError(f"{spec} has no tokenizer (tokenizer.json) to tokenise the corpus with")
-    this = corpus_lib.tokenize(docs, corpus_lib.encoder(m.tokenizer), max_len=min(cc["context"], m.cfg.max_len),
-                               source=label)
-    if corpus is not None and (this.tokens.shape != corpus.tokens.shape or np.any(this.tokens != corpus.tokens)):
-      raise ValueError(f"{spec} tokenises the corpus differently from {specs[0]}: per-token losses would not align")
-    corpus, decode = corpus or this, decode or corpus_lib.decoder(m.tokenizer)
-    cache = os.path.join(workdir, "models", name + ".npz")
-    if os.path.exists(cache):
-      d = io.load_npz(cache)
-      ev_losses, rate = d["losses"], float(d["tokens_per_s"])
-      logging.info("%s: per-token losses cached", name)
-    else:
-      ev = per_token_losses(m.params, m.cfg, this, c["batch_size"], c["bucket"])
-      ev_losses, rate = ev.losses, ev.tokens_per_s
-      io.save_npz(cache, losses=ev_losses, tokens_per_s=np.asarray(rate), source=np.asarray(m.source))
-      logging.info("%s: mean loss %.4f nats over %d predictions, %.0f tokens/s (compile %.1fs)", name, ev.mean,
-                   len(ev.losses), rate, ev.compile_seconds)
-    names.append(name)
-    losses.append(ev_losses)
-    cfgs.append(m.cfg)
-    rates.append(rate)
-  save_losses(workdir, names, losses, cfgs, rates, f"{label}, {corpus.n_docs} documents, context {corpus.max_len}")
-
-  def contexts(i: int) -> str:
-    before, target = corpus.context(int(i), decode)
-    return f"{before}[{target}]"
-
-  return report(workdir, contexts=contexts)
 
 
 def parse_fit_models(text: str) -> slice | None:

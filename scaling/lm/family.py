@@ -54,11 +54,11 @@ import optax
 from absl import logging
 
 from scaling import io, loop
-from scaling.analysis import LN2, fit_loglog
 from scaling.config_utils import as_checked_dict, as_tuple
+from scaling.fit.loglog import LN2, fit_loglog
 from scaling.lm import corpus as corpus_lib
 from scaling.lm import evaluate
-from scaling.lm import model as lm
+from scaling.nn import transformer as lm
 
 AXES = ("size", "seed", "log_step")
 TOKENIZER = "tokenizer.json"

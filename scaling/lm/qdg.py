@@ -1,5 +1,6 @@
 """Quanta discovery from gradients (QDG) on a language model: per-token gradients and the whole pipeline
-(spec `quanta.md` §4, §9). The similarity / clustering / report half is `scaling.lm.qdg_cluster`.
+(spec `quanta.md` §4, §9). Token selection and projection are `scaling.lm.qdg_inputs`; the similarity / clustering /
+report half is `scaling.lm.qdg_cluster`.
 
 Per-token gradients: for each selected prediction, the gradient of that single token's loss with respect to the
 paper's parameter subset — every block parameter except the per-block norms, plus the final norm; no embeddings (for
@@ -10,7 +11,7 @@ recomputed per token; each token's output head is differentiated at its own posi
 
 Each gradient is L2-normalised exactly (its norm is taken over the full subset), then either kept whole
 (`similarity="exact"`, flattened; N x P floats must fit in memory) or projected by the sparse JL map of
-`qdg_cluster.sparse_projection` (generated from a PRNG key, never materialised) to `proj_dim` dims and
+`qdg_inputs.sparse_projection` (generated from a PRNG key, never materialised) to `proj_dim` dims and
 re-normalised. C = G Gᵀ, A = 1 - arccos(clip(C))/π, spectral clustering for each K, the rank-frequency envelope and
 its slope.
 
@@ -36,9 +37,10 @@ from absl import logging
 from scaling import io
 from scaling.lm import checkpoints
 from scaling.lm import corpus as corpus_lib
-from scaling.lm import evaluate
-from scaling.lm import model as lm
+from scaling.lm import evaluate, family_checkpoint
 from scaling.lm import qdg_cluster as qc
+from scaling.lm import qdg_inputs as qi
+from scaling.nn import transformer as lm
 
 Params = lm.Params
 
@@ -130,7 +132,7 @@ def token_grad(params: Params, tokens_1xT: jax.Array, position: int, cfg: lm.LMC
 def _normalise_project(g: Params, key: jax.Array, dim: int, nnz: int, chunk: int) -> jax.Array:
   norms_G = jnp.sqrt(sum(jnp.sum(jnp.reshape(x, (x.shape[0], -1)) ** 2, axis=1) for x in jax.tree.leaves(g)))
   g = jax.tree.map(lambda x: x / norms_G.reshape((-1,) + (1,) * (x.ndim - 1)), g)
-  p_GxD = qc.sparse_projection(g, key, dim, nnz_per_column=nnz, chunk=chunk)
+  p_GxD = qi.sparse_projection(g, key, dim, nnz_per_column=nnz, chunk=chunk)
   return p_GxD / jnp.linalg.norm(p_GxD, axis=1, keepdims=True)
 
 
@@ -218,7 +220,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
   c = config_dict(config)
   workdir = os.path.abspath(workdir)
   io.check_config(workdir, c)
-  m = checkpoints.load_model(c["model"])
+  m = family_checkpoint.load_model(c["model"])
   if c["gradients"]["last_blocks"] is not None and c["gradients"]["last_blocks"] > m.cfg.n_layers:
     raise ValueError(f"gradients.last_blocks={c['gradients']['last_blocks']} > the model's {m.cfg.n_layers} blocks")
   if m.tokenizer is None:
@@ -242,7 +244,7 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
 
   # 2. token selection
   s = c["select"]
-  idx = qc.select_tokens(losses, corpus.tokens, corpus.lengths, threshold=s["threshold"], units=s["units"],
+  idx = qi.select_tokens(losses, corpus.tokens, corpus.lengths, threshold=s["threshold"], units=s["units"],
                          exclude_induction=s["induction"], every=s["every"], first=s["first"])
   if len(idx) < max(c["cluster"]["ks"]) + 1:
     raise ValueError(f"only {len(idx)} tokens selected, fewer than max K + 1 = {max(c['cluster']['ks']) + 1}: "

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from scaling.analysis import LN2, Fit, fit_loglog
+from scaling.fit.loglog import LN2, Fit, fit_loglog
 
 N_BINS = 3000
 MAX_BITS = 30.0

@@ -1,10 +1,10 @@
 """Spectra from a real network fed to the DMFT (spec `dmft.md` §5.3), the `real_spectrum` variant of launch.dmft.
 
-1. A pool of n_pool points of a dataset read through tensorflow-datasets without TensorFlow (`scaling.datasets`:
-   MNIST-1D is generated offline by a local builder; any tfds dataset the user has prepared works too), binary
-   ±1 labels (even vs odd class).
+1. A pool of n_pool points of a dataset read through tensorflow-datasets without TensorFlow
+   (`scaling.dynamics.datasets`: MNIST-1D is generated offline by a local builder; any tfds dataset the user has
+   prepared works too), binary ±1 labels (even vs odd class).
 2. The NTK of an MLP at initialisation on the pool: eigenvalues λ_k = eig(K)/n_pool and task powers λ_k w*_k²
-   (`scaling.spectra.kernel_spectrum`), the exponents b and a fitted over a rank window.
+   (`scaling.dynamics.spectra.kernel_spectrum`), the exponents b and a fitted over a rank window.
 3. The linearised network trained by gradient flow on P points of the pool (kernel gradient flow, N = ∞), tested on
    the rest, over `draws` random training sets: test and train MSE against t.
 4. The DMFT at N = ∞, P with (i) the empirical spectrum of the pool and (ii) the fitted power law, as predictions of
@@ -20,8 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from scaling import datasets, spectra
-from scaling.theory import dmft
+from scaling.dynamics import datasets, spectra
+from scaling.dynamics.theory import exponents, inputs, solver
 
 
 def pool(real: dict[str, Any], workdir: str) -> tuple[np.ndarray, np.ndarray]:
@@ -59,11 +59,11 @@ def compute(cfg: dict[str, Any], workdir: str, t_T: np.ndarray) -> dict[str, np.
       tr, te = perm[:P], perm[P:]
       c = spectra.linearized_flow(K[np.ix_(tr, tr)], K[np.ix_(te, tr)], y[tr], y[te], t_T)
       test[i, d], train[i, d] = c.test_T, c.train_T
-  th_emp, th_emp_train = dmft.loss_curve(lam_e, w2_e, t_T, 0.0, 1.0 / Ps)
+  th_emp, th_emp_train = solver.loss_curve(lam_e, w2_e, t_T, 0.0, 1.0 / Ps)
   a, b = a_fit.exponent, b_fit.exponent
-  lam_pl, w2_pl = dmft.power_law_spectrum(a, b, n)
+  lam_pl, w2_pl = inputs.power_law_spectrum(a, b, n)
   scale = float(np.sum(power) / np.sum(lam_pl * w2_pl))  # the power law with the measured total E[y²]
-  th_pl, _ = dmft.loss_curve(lam_pl, w2_pl * scale, t_T, 0.0, 1.0 / Ps)
+  th_pl, _ = solver.loss_curve(lam_pl, w2_pl * scale, t_T, 0.0, 1.0 / Ps)
   return {"t": t_T, "P": Ps, "lam": lam, "power": power, "b": b, "b_se": b_fit.stderr, "a": a, "a_se": a_fit.stderr,
           "test": test, "train": train, "theory_emp": np.asarray(th_emp), "theory_emp_train": np.asarray(th_emp_train),
           "theory_pl": np.asarray(th_pl)}
@@ -85,11 +85,11 @@ def rows(r: dict[str, np.ndarray], cfg: dict[str, Any]) -> tuple[list[dict[str, 
   lo, hi = cfg["real"]["t_fit"]
   sel = (t >= lo) & (t <= hi)
   big = len(Ps) - 1
-  t_meas = dmft.fit_power_law(t[sel], r["test"][big].mean(0)[sel])[0]
-  t_emp = dmft.fit_power_law(t[sel], r["theory_emp"][big][sel])[0]
+  t_meas = exponents.fit_power_law(t[sel], r["test"][big].mean(0)[sel])[0]
+  t_emp = exponents.fit_power_law(t[sel], r["theory_emp"][big][sel])[0]
   best = r["test"].mean(1).min(axis=1)  # early-stopped test loss per P
-  p_meas = dmft.fit_power_law(Ps, best)[0]
-  p_emp = dmft.fit_power_law(Ps, r["theory_emp"].min(axis=1))[0]
+  p_meas = exponents.fit_power_law(Ps, best)[0]
+  p_emp = exponents.fit_power_law(Ps, r["theory_emp"].min(axis=1))[0]
   ex = [{"quantity": f"b (λ_k ∝ k^-b, ranks {cfg['real']['k_range']})", "value": f"{b:.3f} ± {float(r['b_se']):.3f}"},
         {"quantity": "a (Σ_{j>k} λ_j w*_j² ∝ k^(1-a))", "value": f"{a:.3f} ± {float(r['a_se']):.3f}"},
         {"quantity": f"time exponent, t in [{lo:g}, {hi:g}], P={int(Ps[big])}",

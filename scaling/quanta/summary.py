@@ -8,7 +8,8 @@ import os
 import numpy as np
 
 from scaling import io
-from scaling.analysis import CONVERGED_BITS, LN2
+from scaling.fit.loglog import LN2
+from scaling.quanta.analysis import CONVERGED_BITS
 
 EMERGENCE_TASKS = 41  # the paper's heat-maps show the first 41 subtasks
 

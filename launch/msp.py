@@ -1,14 +1,14 @@
-r"""Runs (or resumes) a sweep: `python -m launch.train --config=configs/quanta_msp.py:quick --workdir=runs/quick`.
+r"""Runs (or resumes) a sweep: `python -m launch.msp --config=configs/msp.py:quick --workdir=runs/quick`.
 
 Re-running the same command on the same workdir resumes from the latest checkpoint. Override any field with
-`--config.train.steps=2000`, `--config.sweep.width='(16,32)'`. The logic lives in `scaling.sweep.run`.
+`--config.train.steps=2000`, `--config.sweep.width='(16,32)'`. The logic lives in `scaling.quanta.msp.run`.
 """
 
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from scaling import sweep
+from scaling.quanta import msp
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (created; resumed if it exists).")
@@ -20,7 +20,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   jax.config.update("jax_transfer_guard", "disallow")  # implicit host<->device copies are bugs in the hot loop
   logging.info("JAX %s, backend %s, local devices: %s", jax.__version__, jax.default_backend(), jax.local_devices())
-  sweep.run(_CONFIG.value, _WORKDIR.value, summarize=True)
+  msp.run(_CONFIG.value, _WORKDIR.value, summarize=True)
 
 
 if __name__ == "__main__":

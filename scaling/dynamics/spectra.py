@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling import analysis
+from scaling.fit import loglog
 
 Params = list[dict[str, jax.Array]]
 
@@ -211,7 +211,7 @@ def fit_power_law(values_K: np.ndarray, k_range: tuple[int, int]) -> PowerLawFit
   if not 1 <= k_min < k_max <= v.shape[0]:
     raise ValueError(f"k_range must satisfy 1 <= k_min < k_max <= {v.shape[0]}, got {k_range}")
   k = np.arange(k_min, k_max + 1)
-  fit = analysis.fit_loglog(k, v[k_min - 1:k_max], sign=-1.0)
+  fit = loglog.fit_loglog(k, v[k_min - 1:k_max], sign=-1.0)
   return PowerLawFit(fit.exponent, float(np.exp(fit.intercept)), fit.stderr)
 
 

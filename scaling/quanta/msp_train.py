@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scaling import models, tasks
+from scaling.nn import mlp
+from scaling.quanta import task as task_lib
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -27,8 +28,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 class Spec:
   """Static description of one compiled program (everything that changes shapes or code paths)."""
 
-  task: tasks.MSPSpec
-  model: models.MLPSpec
+  task: task_lib.MSPSpec
+  model: mlp.MLPSpec
   batch: int
   D: int = -1  # -1: online (fresh samples every step); >= 1: fixed training set of D samples
   eval_per_task: int = 1000
@@ -60,7 +61,7 @@ class Member(NamedTuple):
   loop_key: jax.Array
   shuffle_key: jax.Array
   eval_key: jax.Array
-  data: tasks.Dataset | None  # fixed-D training set, None online
+  data: task_lib.Dataset | None  # fixed-D training set, None online
 
 
 # {"params", "opt"}; in fixed-D mode with minibatches also "perm" (epoch shuffle); with early stopping also "early":
@@ -85,16 +86,16 @@ def make_member(seed_key: jax.Array, alpha: jax.Array, lr: jax.Array, weight_dec
   init_key, data_key, shuffle_key, loop_key, eval_key = jax.random.split(seed_key, 5)
   data = None
   if not spec.online:
-    data = tasks.make_dataset(data_key, spec.task, tasks.task_probs(spec.task, alpha), subsets_TxK, spec.D)
+    data = task_lib.make_dataset(data_key, spec.task, task_lib.task_probs(spec.task, alpha), subsets_TxK, spec.D)
   f32 = lambda v: jnp.asarray(v, jnp.float32)
   return Member(f32(alpha), f32(lr), f32(weight_decay), subsets_TxK, init_key, loop_key, shuffle_key, eval_key, data)
 
 
 def init_state(member: Member, *, spec: Spec) -> State:
-  params = models.init(member.init_key, spec.model)
+  params = mlp.init(member.init_key, spec.model)
   state = {"params": params, "opt": make_optimizer(spec, member).init(params)}
   if _shuffles(spec):
-    state["perm"] = tasks.epoch_perm(member.shuffle_key, jnp.int32(0), spec.D)
+    state["perm"] = task_lib.epoch_perm(member.shuffle_key, jnp.int32(0), spec.D)
   if spec.stop_early:
     state["early"] = {"stopped": jnp.bool_(False), "rises": jnp.int32(0), "prev": jnp.float32(jnp.inf),
                       "stop_step": jnp.int32(-1)}
@@ -112,46 +113,46 @@ def update_early_stop(early: dict[str, jax.Array], test_loss: jax.Array, step: j
 
 def _shuffles(spec: Spec) -> bool:
   """Fixed-D with more than one minibatch per epoch (the state then carries the epoch's permutation)."""
-  return not spec.online and tasks.minibatch_size(spec.D, spec.batch) < spec.D
+  return not spec.online and task_lib.minibatch_size(spec.D, spec.batch) < spec.D
 
 
-def get_batch(state: State, member: Member, step: jax.Array, spec: Spec) -> tuple[tasks.Batch, State]:
+def get_batch(state: State, member: Member, step: jax.Array, spec: Spec) -> tuple[task_lib.Batch, State]:
   """The training batch of `step`, and the state with the epoch permutation refreshed if an epoch starts."""
   if spec.online:
-    probs = tasks.task_probs(spec.task, member.alpha)
+    probs = task_lib.task_probs(spec.task, member.alpha)
     key = jax.random.fold_in(member.loop_key, step)
-    return tasks.online_batch(key, spec.task, probs, member.subsets_TxK, spec.batch), state
+    return task_lib.online_batch(key, spec.task, probs, member.subsets_TxK, spec.batch), state
   perm = None
   if _shuffles(spec):  # `step` is not batched over members, so this stays a real cond under vmap
-    nb = tasks.batches_per_epoch(spec.D, spec.batch)
-    perm = jax.lax.cond(step % nb == 0, lambda: tasks.epoch_perm(member.shuffle_key, step // nb, spec.D),
+    nb = task_lib.batches_per_epoch(spec.D, spec.batch)
+    perm = jax.lax.cond(step % nb == 0, lambda: task_lib.epoch_perm(member.shuffle_key, step // nb, spec.D),
                         lambda: state["perm"])
     state = {**state, "perm": perm}
-  return tasks.dataset_batch(member.data, perm, step, spec.task, spec.batch), state
+  return task_lib.dataset_batch(member.data, perm, step, spec.task, spec.batch), state
 
 
-def logits_fn(params: models.Params, batch: tasks.Batch, spec: Spec) -> jax.Array:
+def logits_fn(params: mlp.Params, batch: task_lib.Batch, spec: Spec) -> jax.Array:
   with jax.default_matmul_precision(spec.matmul_precision):
     if spec.onehot_lookup:
-      return models.apply_lookup(params, batch.task_B, batch.bits_BxN, spec.model.activation)
-    x = tasks.to_inputs(batch.task_B, batch.bits_BxN, spec.task.n_tasks)
-    return models.apply(params, x, spec.model.activation)
+      return mlp.apply_lookup(params, batch.task_B, batch.bits_BxN, spec.model.activation)
+    x = task_lib.to_inputs(batch.task_B, batch.bits_BxN, spec.task.n_tasks)
+    return mlp.apply(params, x, spec.model.activation)
 
 
-def per_example(params: models.Params, batch: tasks.Batch, spec: Spec) -> tuple[jax.Array, jax.Array]:
+def per_example(params: mlp.Params, batch: task_lib.Batch, spec: Spec) -> tuple[jax.Array, jax.Array]:
   """Cross-entropy (nats) and 0/1 correctness of every example."""
   logits = logits_fn(params, batch, spec)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.y_B)
   return ce, (jnp.argmax(logits, axis=-1) == batch.y_B).astype(jnp.float32)
 
 
-def loss_fn(params: models.Params, batch: tasks.Batch, spec: Spec) -> jax.Array:
+def loss_fn(params: mlp.Params, batch: task_lib.Batch, spec: Spec) -> jax.Array:
   """Mean CE in nats over the (unmasked) batch."""
   ce, _ = per_example(params, batch, spec)
   return jnp.sum(ce * batch.weight_B) / jnp.sum(batch.weight_B)
 
 
-def train_step(state: State, batch: tasks.Batch, member: Member, spec: Spec) -> tuple[State, dict[str, jax.Array]]:
+def train_step(state: State, batch: task_lib.Batch, member: Member, spec: Spec) -> tuple[State, dict[str, jax.Array]]:
   """One optimizer step on `batch`; returns the new state and scalar metrics (loss in nats, l2 norms)."""
   loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, spec)
   updates, opt = make_optimizer(spec, member).update(grads, state["opt"], state["params"])
@@ -167,11 +168,11 @@ def evaluate(state: State, member: Member, step: jax.Array, spec: Spec) -> dict[
   Also the frequency-weighted means Σ p_i L_i and Σ p_i A_i, and the loss on the training batch of `step`.
   """
   key = jax.random.fold_in(member.eval_key, step)
-  batch = tasks.eval_batch(key, spec.task, member.subsets_TxK, spec.eval_per_task)
+  batch = task_lib.eval_batch(key, spec.task, member.subsets_TxK, spec.eval_per_task)
   ce, correct = per_example(state["params"], batch, spec)
   loss_T = ce.reshape(spec.task.n_tasks, spec.eval_per_task).mean(axis=1)
   acc_T = correct.reshape(spec.task.n_tasks, spec.eval_per_task).mean(axis=1)
-  probs = tasks.task_probs(spec.task, member.alpha)
+  probs = task_lib.task_probs(spec.task, member.alpha)
   train_batch, _ = get_batch(state, member, step, spec)
   return {"test_loss_task": loss_T, "test_acc_task": acc_T, "test_loss": jnp.dot(probs, loss_T),
           "test_acc": jnp.dot(probs, acc_T), "train_loss": loss_fn(state["params"], train_batch, spec)}

@@ -7,15 +7,16 @@ import jax
 import numpy as np
 import pytest
 
-from scaling import io, rf_sweep
-from scaling import random_features as rf
+from scaling import io
+from scaling.dynamics import random_features as rf
+from scaling.dynamics import rf_gd
 
 ARRAYS = ("test_loss", "train_loss")
 
 
 def tiny_config(**sections):
   """A CPU-second-sized run: M=50, (N, P) = (8, 12) and (12, ∞), 3 seeds, 40 steps of η=0.2 in 4 chunks."""
-  c = rf_sweep.rf_gd_config()
+  c = rf_gd.rf_gd_config()
   c.task.update(M=50)
   c.train.update(eta=0.2, steps=40, log_every=10, checkpoint_every=1)
   c.sweep.update(points=((8, 12), (12, 0)), seeds=3)
@@ -27,8 +28,8 @@ def tiny_config(**sections):
 def test_loop_equals_run_gd_and_a_finished_run_is_skipped(tmp_path, monkeypatch):
   c = tiny_config()
   wd = str(tmp_path / "wd")
-  curves = rf_sweep.run(c, wd)
-  assert curves.axes["test_loss"] == rf_sweep.AXES == ("point", "seed", "log_step")
+  curves = rf_gd.run(c, wd)
+  assert curves.axes["test_loss"] == rf_gd.AXES == ("point", "seed", "log_step")
   assert curves["test_loss"].shape == curves["train_loss"].shape == (2, 3, 5)
   assert curves["test_loss"].dtype == np.float64
   np.testing.assert_array_equal(curves.coords["log_step"], [0, 10, 20, 30, 40])
@@ -59,8 +60,8 @@ def test_loop_equals_run_gd_and_a_finished_run_is_skipped(tmp_path, monkeypatch)
   def never(*args, **kwargs):
     raise AssertionError("a finished point was trained again")
 
-  monkeypatch.setattr(rf_sweep, "run_chunk", never)
-  again = rf_sweep.run(c, wd)
+  monkeypatch.setattr(rf_gd, "run_chunk", never)
+  again = rf_gd.run(c, wd)
   for name in ARRAYS:
     np.testing.assert_array_equal(again[name], curves[name])
   assert len(io.read_metrics(wd)) == len(records)
@@ -75,8 +76,8 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kil
   """Kill inside the second point after `kill_after` of its 4 chunks (between checkpoints for (2, 3), before its
   first one for (3, 1)), re-run: same curves, bitwise."""
   c = tiny_config(train=dict(checkpoint_every=checkpoint_every))
-  full = rf_sweep.run(c, str(tmp_path / "full"))
-  real, calls = rf_sweep.run_chunk, []
+  full = rf_gd.run(c, str(tmp_path / "full"))
+  real, calls = rf_gd.run_chunk, []
 
   def dying(*args, **kwargs):
     calls.append(1)
@@ -84,13 +85,13 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kil
       raise _Killed()
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(rf_sweep, "run_chunk", dying)
+  monkeypatch.setattr(rf_gd, "run_chunk", dying)
   with pytest.raises(_Killed):
-    rf_sweep.run(c, str(tmp_path / "resumed"))
+    rf_gd.run(c, str(tmp_path / "resumed"))
   saved = os.listdir(tmp_path / "resumed" / "checkpoints" / "N12_Pinf")
   assert bool(saved) == (kill_after >= checkpoint_every), saved
-  monkeypatch.setattr(rf_sweep, "run_chunk", real)
-  resumed = rf_sweep.run(c, str(tmp_path / "resumed"))
+  monkeypatch.setattr(rf_gd, "run_chunk", real)
+  resumed = rf_gd.run(c, str(tmp_path / "resumed"))
   for name in ARRAYS:
     np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
   steps = [(r["point"], r["step"]) for r in io.read_metrics(str(tmp_path / "resumed"))]
@@ -116,36 +117,36 @@ def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kil
 ])
 def test_bad_config_raises_before_compiling_or_writing(tmp_path, monkeypatch, sections, match):
   compiled = []
-  monkeypatch.setattr(rf_sweep, "make_problems", lambda *a, **k: compiled.append(1))
+  monkeypatch.setattr(rf_gd, "make_problems", lambda *a, **k: compiled.append(1))
   with pytest.raises(ValueError, match=match):
-    rf_sweep.run(tiny_config(**sections), str(tmp_path / "wd"))
+    rf_gd.run(tiny_config(**sections), str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists() and not compiled
 
 
 def test_eta_too_large_raises_before_writing(tmp_path):
-  mu_max = rf_sweep.plan(tiny_config()).mu_max
+  mu_max = rf_gd.plan(tiny_config()).mu_max
   assert mu_max.shape == (2, 3) and np.all(mu_max > 0)
   with pytest.raises(ValueError, match=r"GD is unstable: train.eta \* mu_max .* >= 2 at \(N, P\) = \(8, 12\)"):
-    rf_sweep.run(tiny_config(train=dict(eta=2.0 / mu_max.max())), str(tmp_path / "wd"))
+    rf_gd.run(tiny_config(train=dict(eta=2.0 / mu_max.max())), str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
-  rf_sweep.plan(tiny_config(train=dict(eta=1.99 / mu_max.max())))  # just below the limit is fine
+  rf_gd.plan(tiny_config(train=dict(eta=1.99 / mu_max.max())))  # just below the limit is fine
   with pytest.raises(ValueError, match="unknown config keys.*train.lr"):
     cfg = tiny_config().to_dict()
     cfg["train"]["lr"] = 0.1
-    rf_sweep.run(cfg, str(tmp_path / "wd"))
+    rf_gd.run(cfg, str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
 
 
 def test_gd_matches_the_dmft_flow_at_t_equal_eta_step(tmp_path):
   """η=0.05, M=300, (N, P) = (32, 64), 8 seeds: GD test-loss mean within 3 SE or 5 % of the DMFT flow for t >= 1."""
-  c = rf_sweep.rf_gd_config()
+  c = rf_gd.rf_gd_config()
   c.task.update(M=300)
   c.train.update(eta=0.05, steps=2000, log_every=20, checkpoint_every=1000)
   c.sweep.update(points=((32, 64),), seeds=8)
-  curves = rf_sweep.run(c, str(tmp_path / "wd"))
+  curves = rf_gd.run(c, str(tmp_path / "wd"))
   steps = [20, 40, 100, 200, 400, 1000, 2000]  # t = 1, 2, 5, 10, 20, 50, 100
-  rows = rf_sweep.compare_to_theory(curves, c, steps=steps)
-  print("\n" + rf_sweep.comparison_table(rows))
+  rows = rf_gd.compare_to_theory(curves, c, steps=steps)
+  print("\n" + rf_gd.comparison_table(rows))
   assert [r["t"] for r in rows] == pytest.approx([1, 2, 5, 10, 20, 50, 100])
   for r in rows:
     assert abs(r["test_z"]) < 3 or abs(r["test_rel"]) < 0.05, r

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from scaling import sweep
+from scaling.quanta import msp
 from scaling.engine import loop
 from scaling.engine import workdir as io
 
@@ -18,8 +18,8 @@ ARRAYS = ("test_loss_task", "test_acc_task", "test_loss", "test_acc", "train_los
 
 def test_sweep_axes_and_workdir_contents(tmp_path):
   c = tiny_config()
-  curves = sweep.run(c, str(tmp_path / "wd"))
-  assert curves.axes["test_loss_task"] == sweep.AXES
+  curves = msp.run(c, str(tmp_path / "wd"))
+  assert curves.axes["test_loss_task"] == msp.AXES
   assert curves["test_loss_task"].shape == (2, 1, 2, 2, 1, 1, 5, 5)
   np.testing.assert_array_equal(curves.coords["log_step"], [0, 50, 100, 150, 200])
   np.testing.assert_array_equal(curves["params"], [8 * (5 + 12 + 3) + 2, 16 * 20 + 2])
@@ -41,7 +41,7 @@ def test_nan_stops_with_step_and_member_named(tmp_path):
   c = tiny_config(train=dict(optimizer="sgd", checkpoint_every=1), sweep=dict(lr=(1e-3, 1e38), width=(8,)))
   wd = tmp_path / "wd"
   with pytest.raises(FloatingPointError, match=r"step \d+ .*width=8.*member \d+ .*'lr': 1e\+38"):
-    sweep.run(c, str(wd))
+    msp.run(c, str(wd))
   assert (wd / "config.json").exists()
   assert io.read_metrics(str(wd)), "lines written before the NaN chunk are kept"
 
@@ -70,9 +70,9 @@ def _bad(**sections):
 ])
 def test_bad_config_raises_before_writing(tmp_path, monkeypatch, make, match):
   compiled = []
-  monkeypatch.setattr(loop, "_init", lambda *a, **k: compiled.append(1))
+  monkeypatch.setattr(loop, "init_members", lambda *a, **k: compiled.append(1))
   with pytest.raises(ValueError, match=match):
-    sweep.run(make(), str(tmp_path / "wd"))
+    msp.run(make(), str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists() and not compiled
 
 
@@ -80,16 +80,16 @@ def test_unknown_config_key_raises(tmp_path):
   cfg = tiny_config().to_dict()
   cfg["train"]["learning_rate"] = 1e-3
   with pytest.raises(ValueError, match="unknown config keys.*train.learning_rate"):
-    sweep.run(cfg, str(tmp_path / "wd"))
+    msp.run(cfg, str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
 
 
 def test_workdir_with_other_config_is_refused_and_kept(tmp_path):
   wd = tmp_path / "wd"
-  sweep.run(tiny_config(sweep=dict(width=(8,))), str(wd))
+  msp.run(tiny_config(sweep=dict(width=(8,))), str(wd))
   before = {p: open(os.path.join(wd, p), "rb").read() for p in ("config.json", "metrics.jsonl", "curves.npz")}
   with pytest.raises(ValueError, match=r"different config.*train.steps: 200 -> 400"):
-    sweep.run(tiny_config(sweep=dict(width=(8,)), train=dict(steps=400)), str(wd))
+    msp.run(tiny_config(sweep=dict(width=(8,)), train=dict(steps=400)), str(wd))
   for p, data in before.items():
     assert open(os.path.join(wd, p), "rb").read() == data
 
@@ -98,7 +98,7 @@ def test_early_stopping_in_a_sweep(tmp_path):
   """Fixed D=64 (full batch) overfits: members stop, their train loss stays fixed, stop steps are recorded."""
   c = tiny_config(train=dict(steps=3000, log_every=100, stop_early=True, stop_after=500, stop_patience=2),
                   sweep=dict(width=(64,), D=(64,), lr=(1e-2,), alpha=(0.4,)))
-  curves = sweep.run(c, str(tmp_path / "wd"))
+  curves = msp.run(c, str(tmp_path / "wd"))
   stop = curves["stop_step"].reshape(-1)
   steps = curves.coords["log_step"]
   assert np.all(stop > 500), f"both seeds overfit and stop: {stop}"

@@ -1,4 +1,4 @@
-"""The quantization paper's figures (2, 7, 8, 9, 10) from analysed MSP workdirs (`scaling.quanta_report.Run`).
+"""The quantization paper's figures (2, 7, 8, 9, 10) from analysed MSP workdirs (`scaling.quanta.runs.Run`).
 
 Each `fig*` function draws what the run holds and returns the list of files written (PNG and PDF), or raises
 `CannotDraw` with the reason when the run lacks the axes the figure needs.
@@ -10,10 +10,11 @@ import os
 
 import numpy as np
 
-from scaling import analysis, plotting
+from scaling import plotting
+from scaling.fit import loglog
 from scaling.plotting import plt
-from scaling.quanta_report import Run
-from scaling.theory import quanta as theory
+from scaling.quanta import analysis, theory
+from scaling.quanta.runs import Run
 
 N_HEATMAP = 41  # the paper's emergence grids show the first 41 subtasks
 
@@ -163,7 +164,7 @@ def fig8(run: Run) -> list[str]:
   return _save(fig, run.workdir, "fig8")
 
 
-def _exponent_panel(ax, fits: dict[float, analysis.Fit], theory_fn, paper: dict[float, float], title: str) -> None:
+def _exponent_panel(ax, fits: dict[float, loglog.Fit], theory_fn, paper: dict[float, float], title: str) -> None:
   al = np.array(sorted(fits))
   ax.errorbar(al, [fits[x].exponent for x in al], [fits[x].stderr for x in al], fmt="o-", capsize=3, label="ours")
   grid = np.linspace(min(al.min(), 0.1), max(al.max(), 0.8), 50)
@@ -174,7 +175,7 @@ def _exponent_panel(ax, fits: dict[float, analysis.Fit], theory_fn, paper: dict[
   ax.legend(fontsize=7)
 
 
-def fig9(fits: dict[str, dict[float, analysis.Fit]], workdir: str) -> list[str]:
+def fig9(fits: dict[str, dict[float, loglog.Fit]], workdir: str) -> list[str]:
   f = fits.get("n_learned_exponent", {})
   if len(f) < 2:
     raise CannotDraw("Fig 9 needs the n_learned(D) exponent at >= 2 values of α (a D sweep over α)")
@@ -184,7 +185,7 @@ def fig9(fits: dict[str, dict[float, analysis.Fit]], workdir: str) -> list[str]:
   return _save(fig, workdir, "fig9")
 
 
-def fig10(fits: dict[str, dict[float, analysis.Fit]], workdir: str) -> list[str]:
+def fig10(fits: dict[str, dict[float, loglog.Fit]], workdir: str) -> list[str]:
   have = [q for q in ("alpha_N", "alpha_S", "alpha_D") if len(fits.get(q, {})) >= 2]
   if not have:
     raise CannotDraw("Fig 10 needs α_N, α_S or α_D at >= 2 values of α")

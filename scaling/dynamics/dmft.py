@@ -11,7 +11,7 @@ simulation as points with ± 1 SE error bars):
 - width_convergence: c(t) = −d log(L_N − L_∞)/d log N across widths (A6).
 - ensembles: E members of width N against one wider model, online and with finite data (§2.5, §3).
 - real_spectrum: the NTK spectrum of a network at initialisation on real data fed to the DMFT, against the
-  linearised network trained by gradient flow (`scaling.real_spectrum`).
+  linearised network trained by gradient flow (`scaling.dynamics.real_spectrum`).
 
 N or P = 0 in a config means infinity. Simulations use the same finite M as the theory (pitfall §7.3).
 """
@@ -28,9 +28,11 @@ import numpy as np
 from absl import logging
 
 from scaling import io
-from scaling import random_features as rf
 from scaling.config_utils import as_checked_dict, as_tuple
-from scaling.theory import dmft
+from scaling.dynamics import random_features as rf
+from scaling.dynamics.dmft_figures import (mean_se, plot_curves, plot_ensembles, plot_exponents, plot_frontier,
+                                           point_label)
+from scaling.dynamics.theory import closed_forms, exponents, inputs, solver
 
 EXPERIMENTS = ("theory_vs_sim", "train_test_gap", "exponents", "compute_optimal", "width_convergence", "ensembles",
                "real_spectrum")
@@ -69,9 +71,9 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
   a, b, M = cfg["task"]["a"], cfg["task"]["b"], cfg["task"]["M"]
   if not (isinstance(M, int) and M >= 1):
     raise ValueError(f"task.M must be an int >= 1, got {M!r}")
-  dmft.power_law_spectrum(a, b, M)  # its own checks (a, b > 0)
+  inputs.power_law_spectrum(a, b, M)  # its own checks (a, b > 0)
   if cfg["experiment"] in ("exponents", "compute_optimal"):
-    dmft.time_exponent(a, b)  # predictions need a, b > 1
+    exponents.time_exponent(a, b)  # predictions need a, b > 1
   for k in ("N", "P", "E", "check_t"):
     cfg[k] = list(as_tuple(cfg[k]))
   Ns, Ps = [_size(v, "N") for v in cfg["N"]], [_size(v, "P") for v in cfg["P"]]
@@ -120,20 +122,15 @@ def _inv(x: float) -> float:
   return 0.0 if math.isinf(x) else 1.0 / x
 
 
-def _label(n: float, p: float) -> str:
-  f = lambda v: "∞" if math.isinf(v) else f"{int(v)}"  # noqa: E731
-  return f"N={f(n)}, P={f(p)}"
-
-
 # --------------------------------------------------------------------------------------------- computations
 
 
 def theory_curves(cfg: dict[str, Any], pts: list[tuple[float, float]], t: np.ndarray) -> dict[str, np.ndarray]:
   """DMFT test and train losses [point, t] in one batched call."""
-  lam, w2 = dmft.power_law_spectrum(cfg["task"]["a"], cfg["task"]["b"], cfg["task"]["M"])
+  lam, w2 = inputs.power_law_spectrum(cfg["task"]["a"], cfg["task"]["b"], cfg["task"]["M"])
   inv_n = np.array([_inv(n) for n, _ in pts])
   inv_p = np.array([_inv(p) for _, p in pts])
-  L, Lhat = dmft.loss_curve(lam, w2, t, inv_n, inv_p, mt=cfg["theory"]["mt"])
+  L, Lhat = solver.loss_curve(lam, w2, t, inv_n, inv_p, mt=cfg["theory"]["mt"])
   return {"test": np.asarray(L), "train": np.asarray(Lhat)}
 
 
@@ -159,10 +156,6 @@ def sim_curves(cfg: dict[str, Any], pts: list[tuple[float, float]], t: np.ndarra
   return out
 
 
-def _mean_se(x_SxT: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  return x_SxT.mean(0), x_SxT.std(0, ddof=1) / math.sqrt(x_SxT.shape[0])
-
-
 def comparison_rows(pts, t, theory, sim, check_t, train_t=100.0) -> list[dict[str, Any]]:
   """Theory vs simulation at `check_t` (test) and `train_t` (train): the spec's criterion is |diff| < 3 SE or < 4 %."""
   rows = []
@@ -170,12 +163,12 @@ def comparison_rows(pts, t, theory, sim, check_t, train_t=100.0) -> list[dict[st
     if not np.all(np.isfinite(sim["test"][:, i])):
       continue
     for kind, times in (("test", check_t), ("train", [train_t])):
-      m, se = _mean_se(sim[kind][:, i])
+      m, se = mean_se(sim[kind][:, i])
       for tc in times:
         j = int(np.argmin(np.abs(t - tc)))
         th = float(theory[kind][i, j])
         d = abs(m[j] - th)
-        rows.append({"point": _label(n, p), "loss": kind, "t": float(t[j]), "theory": th, "sim": float(m[j]),
+        rows.append({"point": point_label(n, p), "loss": kind, "t": float(t[j]), "theory": th, "sim": float(m[j]),
                      "se": float(se[j]), "z": d / se[j] if se[j] > 0 else math.inf,
                      "ok": bool(d < 3 * se[j] or d < 0.04 * abs(th))})
   return rows
@@ -188,26 +181,26 @@ def local_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def exponent_rows(cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
   """Spec A4: local slopes (×2 grid in N, P from the closed form; t from the DMFT at N = P = ∞) and their fits."""
   a, b, M = cfg["task"]["a"], cfg["task"]["b"], cfg["task"]["M"]
-  lam, w2 = dmft.power_law_spectrum(a, b, M)
+  lam, w2 = inputs.power_law_spectrum(a, b, M)
   NP = np.asarray([_size(v, "N") for v in cfg["N"]])
   tt = t_grid(cfg)
-  curves = {"x_N": NP, "L_N": np.asarray(dmft.static_loss(lam, w2, NP, math.inf), np.float64),
-            "L_P": np.asarray(dmft.static_loss(lam, w2, math.inf, NP), np.float64), "t": tt,
-            "L_t": np.asarray(dmft.loss_curve(lam, w2, tt, 0.0, 0.0, mt=cfg["theory"]["mt"])[0], np.float64)}
+  curves = {"x_N": NP, "L_N": np.asarray(closed_forms.static_loss(lam, w2, NP, math.inf), np.float64),
+            "L_P": np.asarray(closed_forms.static_loss(lam, w2, math.inf, NP), np.float64), "t": tt,
+            "L_t": np.asarray(solver.loss_curve(lam, w2, tt, 0.0, 0.0, mt=cfg["theory"]["mt"])[0], np.float64)}
   rows = []
-  for name, x, y, pred in (("L(∞, N, ∞) vs N", NP, curves["L_N"], dmft.model_exponent(a, b)),
-                           ("L(∞, ∞, P) vs P", NP, curves["L_P"], dmft.data_exponent(a, b)),
-                           ("L(t, ∞, ∞) vs t", tt, curves["L_t"], dmft.time_exponent(a, b))):
+  for name, x, y, pred in (("L(∞, N, ∞) vs N", NP, curves["L_N"], exponents.model_exponent(a, b)),
+                           ("L(∞, ∞, P) vs P", NP, curves["L_P"], exponents.data_exponent(a, b)),
+                           ("L(t, ∞, ∞) vs t", tt, curves["L_t"], exponents.time_exponent(a, b))):
     s = local_slopes(x, y)
-    rows.append({"quantity": name, "predicted": pred, "fit": dmft.fit_power_law(x, y)[0],
+    rows.append({"quantity": name, "predicted": pred, "fit": exponents.fit_power_law(x, y)[0],
                  "slope_min": float(s.min()), "slope_max": float(s.max())})
   return rows, curves
 
 
 def frontier_rows(cfg: dict[str, Any], theory: dict[str, np.ndarray], Ns: np.ndarray, t: np.ndarray
-                  ) -> tuple[list[dict[str, Any]], dmft.Frontier]:
-  f = dmft.compute_optimal_frontier(theory["test"], Ns, t)
-  pred = dmft.compute_optimal_exponents(cfg["task"]["a"], cfg["task"]["b"])
+                  ) -> tuple[list[dict[str, Any]], exponents.Frontier]:
+  f = exponents.compute_optimal_frontier(theory["test"], Ns, t)
+  pred = exponents.compute_optimal_exponents(cfg["task"]["a"], cfg["task"]["b"])
   rows = [{"quantity": q, "predicted": pred[k], "fit": f.exponents[k]}
           for q, k in (("L*(C)", "loss"), ("N*(C)", "n"), ("t*(C)", "t"))]
   return rows, f
@@ -227,14 +220,14 @@ def width_rows(pts, t, L_NxT, L_inf_T, check_t) -> list[dict[str, Any]]:
 
 def ensemble_theory(cfg: dict[str, Any], pts, t: np.ndarray, Es: list[float]) -> np.ndarray:
   """L_E [E, point, t] from the ensemble formula (E may be inf)."""
-  lam, w2 = dmft.power_law_spectrum(cfg["task"]["a"], cfg["task"]["b"], cfg["task"]["M"])
-  fn = dmft.ensemble_curve_fn(lam, w2, mt=cfg["theory"]["mt"])
+  lam, w2 = inputs.power_law_spectrum(cfg["task"]["a"], cfg["task"]["b"], cfg["task"]["M"])
+  fn = solver.ensemble_curve_fn(lam, w2, mt=cfg["theory"]["mt"])
   inv_n = np.array([_inv(n) for n, _ in pts])
   inv_p = np.array([_inv(p) for _, p in pts])
   return np.stack([np.asarray(fn(t, inv_n, inv_p, E)["L_E"]) for E in Es])
 
 
-# --------------------------------------------------------------------------------------------- tables, figures
+# --------------------------------------------------------------------------------------------- tables
 
 
 def _md_table(rows: list[dict[str, Any]]) -> str:
@@ -245,39 +238,6 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
                    f"{v:.4g}" if isinstance(v, float) else str(v))
   return "\n".join(["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
                    + ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]) + "\n"
-
-
-def plot_curves(path: str, pts, t, theory: dict[str, np.ndarray], sim: dict[str, np.ndarray] | None,
-                title: str, gap: bool = False) -> str:
-  """Panels: test loss, train loss (finite P), optionally the gap; theory lines, simulation means ± SE as points."""
-  from scaling import plotting  # pylint: disable=g-import-not-at-top
-  plt = plotting.plt
-  panels = ["test", "train"] + (["gap"] if gap else [])
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-  sel = np.unique(np.geomspace(1, len(t), 14).astype(int) - 1)  # points at ~14 log-spaced times
-  for i, (n, p) in enumerate(pts):
-    color = f"C{i % 10}"
-    has_sim = sim is not None and np.all(np.isfinite(sim["test"][:, i]))
-    for ax, kind in zip(axes[0], panels):
-      if kind != "test" and math.isinf(p):
-        continue
-      th = theory["test"][i] - theory["train"][i] if kind == "gap" else theory[kind][i]
-      (ax.semilogx if kind == "gap" else ax.loglog)(t, th, "-", color=color, label=_label(n, p))
-      if has_sim:
-        m, se = _mean_se(sim["test"][:, i] - sim["train"][:, i] if kind == "gap" else sim[kind][:, i])
-        ax.errorbar(t[sel], m[sel], yerr=se[sel], fmt="o", ms=3.5, color=color, capsize=2, lw=0.8)
-  for ax, kind in zip(axes[0], panels):
-    ax.set(xlabel="t (gradient-flow time)", ylabel={"test": "test loss L(t)", "train": "train loss L̂(t)",
-                                                    "gap": "L(t) − L̂(t)"}[kind])
-    if kind == "train":  # below ~1e-10 the train loss is round-off of an interpolating fit
-      ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-10))
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=7, title="lines: DMFT; points: simulation ± SE", title_fontsize=7)
-  axes[0, 0].set_title(title)
-  plotting.tidy_log_axes(fig)
-  out = plotting.save(fig, [path])[0]
-  plt.close(fig)
-  return out
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -297,6 +257,77 @@ def _cached(workdir: str, name: str, compute) -> dict[str, np.ndarray]:
   return out
 
 
+def _theory_vs_sim(cfg: dict[str, Any], workdir: str, pts, sim_pts, t: np.ndarray, lines: list[str]) -> None:
+  """theory_vs_sim and train_test_gap."""
+  exp, task, sim_on = cfg["experiment"], cfg["task"], cfg["sim"]["enabled"]
+  th = _cached(workdir, "theory", lambda: {**theory_curves(cfg, pts, t), "t": t})
+  sim = _cached(workdir, "sim", lambda: sim_curves(cfg, sim_pts, t)) if sim_on else None
+  rows = comparison_rows(pts, t, th, sim, cfg["check_t"]) if sim is not None else []
+  lines += ["## Theory vs simulation (mean ± SE; ok: |diff| < 3 SE or < 4 %)", "", _md_table(rows)]
+  plot_curves(os.path.join(workdir, f"{exp}.png"), pts, t, th, sim, f"a={task['a']}, b={task['b']}, "
+              f"M={task['M']}", gap=exp == "train_test_gap")
+  lines.append(f"theory {float(th['seconds']):.1f} s" + (f", simulation {float(sim['seconds']):.1f} s" if sim_on
+                                                        else ""))
+
+
+def _exponents(cfg: dict[str, Any], workdir: str, pts, sim_pts, t: np.ndarray, lines: list[str]) -> None:
+  rows, curves = exponent_rows(cfg)
+  lines += ["## Predicted vs measured exponents (DMFT; local slopes over the grid)", "", _md_table(rows)]
+  plot_exponents(os.path.join(workdir, "exponents.png"), curves)
+
+
+def _compute_optimal(cfg: dict[str, Any], workdir: str, pts, sim_pts, t: np.ndarray, lines: list[str]) -> None:
+  Ns = np.asarray([n for n, _ in pts])
+  th = _cached(workdir, "theory", lambda: {**theory_curves(cfg, pts, t), "t": t})
+  rows, f = frontier_rows(cfg, th, Ns, t)
+  sim = None
+  if cfg["sim"]["enabled"]:
+    sim = _cached(workdir, "sim", lambda: sim_curves(cfg, sim_pts, t))
+  lines += ["## Compute-optimal frontier, C = N t, P = ∞ (predicted vs fitted exponents)", "", _md_table(rows)]
+  plot_frontier(os.path.join(workdir, "compute_optimal.png"), pts, t, th, sim, f)
+
+
+def _width_convergence(cfg: dict[str, Any], workdir: str, pts, sim_pts, t: np.ndarray, lines: list[str]) -> None:
+  all_pts = pts + [(math.inf, pts[0][1])]
+  th = _cached(workdir, "theory", lambda: {**theory_curves(cfg, all_pts, t), "t": t})
+  rows = width_rows(pts, t, th["test"][:-1], th["test"][-1], cfg["check_t"])
+  lines += ["## c(t) = −d log(L_N − L_∞) / d log N (spec A6: ≈1 early, → min(a−1, b) late)", "", _md_table(rows)]
+  sim = _cached(workdir, "sim", lambda: sim_curves(cfg, sim_pts, t)) if cfg["sim"]["enabled"] else None
+  plot_curves(os.path.join(workdir, "width_convergence.png"), all_pts, t, th,
+              None if sim is None else {k: np.concatenate([v, np.full_like(v[:, :1], np.nan)], 1)
+                                        for k, v in sim.items() if k != "seconds"}, "width convergence")
+
+
+def _real_spectrum(cfg: dict[str, Any], workdir: str, pts, sim_pts, t: np.ndarray, lines: list[str]) -> None:
+  from scaling.dynamics import real_spectrum  # pylint: disable=g-import-not-at-top  (imports tensorflow_datasets)
+  r = _cached(workdir, "real_spectrum", lambda: real_spectrum.compute(cfg, workdir, t))
+  comp, ex = real_spectrum.rows(r, cfg)
+  lines[0] = (f"# real_spectrum: {cfg['real']['dataset']}, NTK of a depth-{cfg['real']['depth']} width-"
+              f"{cfg['real']['width']} MLP at init on {cfg['real']['n_pool']} points, {cfg['real']['draws']} "
+              "training sets per P")
+  lines += ["## Exponents: fitted from the spectrum, predicted, measured", "", _md_table(ex),
+            "## Test MSE of the linearised network vs the DMFT (N = ∞)", "", _md_table(comp)]
+  real_spectrum.plot(os.path.join(workdir, "real_spectrum.png"), r)
+
+
+def _ensembles(cfg: dict[str, Any], workdir: str, pts, sim_pts, t: np.ndarray, lines: list[str]) -> None:
+  Es = [_size(v, "E") for v in cfg["E"]]
+  th = _cached(workdir, "theory", lambda: {"L_E": ensemble_theory(cfg, pts, t, Es), "t": t})
+  sims = {}
+  if cfg["sim"]["enabled"]:
+    for E in (e for e in Es if math.isfinite(e)):
+      sims[E] = _cached(workdir, f"sim_E{int(E)}", lambda E=E: sim_curves(cfg, sim_pts, t, n_members=int(E)))
+  rows = _ensemble_rows(pts, t, Es, th["L_E"], sims, cfg["check_t"])
+  lines += ["## Ensemble-mean test loss L_E (theory / sim ± SE)", "", _md_table(rows)]
+  plot_ensembles(os.path.join(workdir, "ensembles.png"), pts, t, Es, th["L_E"], sims)
+
+
+# experiment -> f(cfg, workdir, pts, sim_pts, t, lines): computes (or reloads), draws, appends to the summary lines
+VARIANTS = {"theory_vs_sim": _theory_vs_sim, "train_test_gap": _theory_vs_sim, "exponents": _exponents,
+            "compute_optimal": _compute_optimal, "width_convergence": _width_convergence, "ensembles": _ensembles,
+            "real_spectrum": _real_spectrum}
+
+
 def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> str:
   """Runs (or reloads) the experiment in `workdir`; writes tables and figures; returns the summary text."""
   cfg = plan(config)
@@ -306,65 +337,13 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> str
   if not resumed:
     io.write_config(workdir, cfg)
   exp, task = cfg["experiment"], cfg["task"]
-  head = [f"# {exp}: a={task['a']}, b={task['b']}, M={task['M']}, MT={cfg['theory']['mt']}, "
-          f"{cfg['sim']['seeds']} seeds" + ("" if cfg["sim"]["enabled"] else " (simulation off)"), ""]
+  lines = [f"# {exp}: a={task['a']}, b={task['b']}, M={task['M']}, MT={cfg['theory']['mt']}, "
+           f"{cfg['sim']['seeds']} seeds" + ("" if cfg["sim"]["enabled"] else " (simulation off)"), ""]
   t = t_grid(cfg)
   pts = points(cfg)
-  sim_on = cfg["sim"]["enabled"]
   cap = cfg["sim"]["max_width"] or math.inf
   sim_pts = [(n, p) if n <= cap else (math.inf, p) for n, p in pts]  # N = ∞ rows are skipped by sim_curves
-  lines = head
-  if exp in ("theory_vs_sim", "train_test_gap"):
-    th = _cached(workdir, "theory", lambda: {**theory_curves(cfg, pts, t), "t": t})
-    sim = _cached(workdir, "sim", lambda: sim_curves(cfg, sim_pts, t)) if sim_on else None
-    rows = comparison_rows(pts, t, th, sim, cfg["check_t"]) if sim is not None else []
-    lines += ["## Theory vs simulation (mean ± SE; ok: |diff| < 3 SE or < 4 %)", "", _md_table(rows)]
-    plot_curves(os.path.join(workdir, f"{exp}.png"), pts, t, th, sim, f"a={task['a']}, b={task['b']}, "
-                f"M={task['M']}", gap=exp == "train_test_gap")
-    lines.append(f"theory {float(th['seconds']):.1f} s" + (f", simulation {float(sim['seconds']):.1f} s" if sim_on
-                                                          else ""))
-  elif exp == "exponents":
-    rows, curves = exponent_rows(cfg)
-    lines += ["## Predicted vs measured exponents (DMFT; local slopes over the grid)", "", _md_table(rows)]
-    _plot_exponents(os.path.join(workdir, "exponents.png"), curves)
-  elif exp == "compute_optimal":
-    Ns = np.asarray([n for n, _ in pts])
-    th = _cached(workdir, "theory", lambda: {**theory_curves(cfg, pts, t), "t": t})
-    rows, f = frontier_rows(cfg, th, Ns, t)
-    sim = None
-    if sim_on:
-      sim = _cached(workdir, "sim", lambda: sim_curves(cfg, sim_pts, t))
-    lines += ["## Compute-optimal frontier, C = N t, P = ∞ (predicted vs fitted exponents)", "", _md_table(rows)]
-    _plot_frontier(os.path.join(workdir, "compute_optimal.png"), pts, t, th, sim, f)
-  elif exp == "width_convergence":
-    all_pts = pts + [(math.inf, pts[0][1])]
-    th = _cached(workdir, "theory", lambda: {**theory_curves(cfg, all_pts, t), "t": t})
-    rows = width_rows(pts, t, th["test"][:-1], th["test"][-1], cfg["check_t"])
-    lines += ["## c(t) = −d log(L_N − L_∞) / d log N (spec A6: ≈1 early, → min(a−1, b) late)", "", _md_table(rows)]
-    sim = _cached(workdir, "sim", lambda: sim_curves(cfg, sim_pts, t)) if sim_on else None
-    plot_curves(os.path.join(workdir, "width_convergence.png"), all_pts, t, th,
-                None if sim is None else {k: np.concatenate([v, np.full_like(v[:, :1], np.nan)], 1)
-                                          for k, v in sim.items() if k != "seconds"}, "width convergence")
-  elif exp == "real_spectrum":
-    from scaling import real_spectrum  # pylint: disable=g-import-not-at-top  (imports tensorflow_datasets)
-    r = _cached(workdir, "real_spectrum", lambda: real_spectrum.compute(cfg, workdir, t))
-    comp, ex = real_spectrum.rows(r, cfg)
-    lines[0] = (f"# real_spectrum: {cfg['real']['dataset']}, NTK of a depth-{cfg['real']['depth']} width-"
-                f"{cfg['real']['width']} MLP at init on {cfg['real']['n_pool']} points, {cfg['real']['draws']} "
-                "training sets per P")
-    lines += ["## Exponents: fitted from the spectrum, predicted, measured", "", _md_table(ex),
-              "## Test MSE of the linearised network vs the DMFT (N = ∞)", "", _md_table(comp)]
-    real_spectrum.plot(os.path.join(workdir, "real_spectrum.png"), r)
-  elif exp == "ensembles":
-    Es = [_size(v, "E") for v in cfg["E"]]
-    th = _cached(workdir, "theory", lambda: {"L_E": ensemble_theory(cfg, pts, t, Es), "t": t})
-    sims = {}
-    if sim_on:
-      for E in (e for e in Es if math.isfinite(e)):
-        sims[E] = _cached(workdir, f"sim_E{int(E)}", lambda E=E: sim_curves(cfg, sim_pts, t, n_members=int(E)))
-    rows = _ensemble_rows(pts, t, Es, th["L_E"], sims, cfg["check_t"])
-    lines += ["## Ensemble-mean test loss L_E (theory / sim ± SE)", "", _md_table(rows)]
-    _plot_ensembles(os.path.join(workdir, "ensembles.png"), pts, t, Es, th["L_E"], sims)
+  VARIANTS[exp](cfg, workdir, pts, sim_pts, t, lines)
   text = "\n".join(lines) + "\n"
   io.save_text(os.path.join(workdir, "summary.md"), text)
   return text
@@ -374,73 +353,15 @@ def _ensemble_rows(pts, t, Es, L_ExPxT, sims, check_t) -> list[dict[str, Any]]:
   rows = []
   for e, E in enumerate(Es):
     for i, (n, p) in enumerate(pts):
-      row = {"E": "∞" if math.isinf(E) else int(E), "point": _label(n, p)}
+      row = {"E": "∞" if math.isinf(E) else int(E), "point": point_label(n, p)}
       for tc in check_t:
         j = int(np.argmin(np.abs(t - tc)))
         cell = f"{L_ExPxT[e, i, j]:.4f}"
         if E in sims and np.all(np.isfinite(sims[E]["test_ens"][:, i, j])):
-          m, se = _mean_se(sims[E]["test_ens"][:, i])
+          m, se = mean_se(sims[E]["test_ens"][:, i])
           cell += f" / {m[j]:.4f} ± {se[j]:.4f}"
         row[f"t={t[j]:g}"] = cell
       rows.append(row)
   return rows
 
 
-def _plot_exponents(path: str, curves: dict[str, np.ndarray]) -> str:
-  from scaling import plotting  # pylint: disable=g-import-not-at-top
-  plt = plotting.plt
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-  for ax, (x, y, lab) in zip(axes, ((curves["x_N"], curves["L_N"], "N (P = t = ∞)"),
-                                    (curves["x_N"], curves["L_P"], "P (N = t = ∞)"),
-                                    (curves["t"], curves["L_t"], "t (N = P = ∞)"))):
-    ax.loglog(x, y, "o-", ms=3)
-    ax.set(xlabel=lab, ylabel="test loss")
-  plotting.tidy_log_axes(fig)
-  out = plotting.save(fig, [path])[0]
-  plt.close(fig)
-  return out
-
-
-def _plot_frontier(path: str, pts, t, th, sim, f: dmft.Frontier) -> str:
-  from scaling import plotting  # pylint: disable=g-import-not-at-top
-  plt = plotting.plt
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  cmap = plt.get_cmap("viridis")
-  for i, (n, _) in enumerate(pts):
-    color = cmap(i / max(1, len(pts) - 1))
-    axes[0].loglog(n * t, th["test"][i], "-", color=color, lw=0.9)
-    if sim is not None and np.all(np.isfinite(sim["test"][:, i])):
-      m, se = _mean_se(sim["test"][:, i])
-      sel = np.unique(np.geomspace(1, len(t), 10).astype(int) - 1)
-      axes[0].errorbar(n * t[sel], m[sel], yerr=se[sel], fmt="o", ms=3, color=color, capsize=2, lw=0.7)
-  axes[0].loglog(f.C_C, f.L_C, "k--", lw=2, label=f"L* ∝ C^{f.exponents['loss']:.3f}")
-  axes[0].set(xlabel="compute C = N t", ylabel="test loss", title="lines: DMFT per width (dark: small N)")
-  axes[0].legend(fontsize=8)
-  axes[1].loglog(f.C_C, f.N_C, "o-", ms=3, label=f"N* ∝ C^{f.exponents['n']:.3f}")
-  axes[1].loglog(f.C_C, f.t_C, "s-", ms=3, label=f"t* ∝ C^{f.exponents['t']:.3f}")
-  axes[1].set(xlabel="compute C", ylabel="optimal N*, t*")
-  axes[1].legend(fontsize=8)
-  plotting.tidy_log_axes(fig)
-  out = plotting.save(fig, [path])[0]
-  plt.close(fig)
-  return out
-
-
-def _plot_ensembles(path: str, pts, t, Es, L_ExPxT, sims) -> str:
-  from scaling import plotting  # pylint: disable=g-import-not-at-top
-  plt = plotting.plt
-  fig, axes = plt.subplots(1, len(pts), figsize=(5.5 * len(pts), 4.2), squeeze=False)
-  for i, (n, p) in enumerate(pts):
-    ax = axes[0, i]
-    for e, E in enumerate(Es):
-      ax.loglog(t, L_ExPxT[e, i], "-", color=f"C{e}", label=f"E={'∞' if math.isinf(E) else int(E)}")
-      if E in sims and np.all(np.isfinite(sims[E]["test_ens"][:, i])):
-        m, se = _mean_se(sims[E]["test_ens"][:, i])
-        sel = np.unique(np.geomspace(1, len(t), 12).astype(int) - 1)
-        ax.errorbar(t[sel], m[sel], yerr=se[sel], fmt="o", ms=3, color=f"C{e}", capsize=2, lw=0.7)
-    ax.set(xlabel="t", ylabel="ensemble-mean test loss", title=_label(n, p))
-    ax.legend(fontsize=8)
-  plotting.tidy_log_axes(fig)
-  out = plotting.save(fig, [path])[0]
-  plt.close(fig)
-  return out

@@ -3,91 +3,23 @@
 `analyze(workdir)` computes what a workdir's axes allow (N-scaling needs >= 3 online widths, D-scaling >= 3 dataset
 sizes, Fig 9/10 >= 2 values of α) and records what it cannot compute and why. `comparison_rows` sets our numbers
 beside the theory and the paper, with bands from spec `quanta.md` (their sources are in
-`scaling.theory.quanta.HEADLINE`). Paper values apply only to the paper's task and setup; rows say so when a run
-differs. `scaling.quanta_figures` draws the figures.
+`scaling.quanta.theory.HEADLINE`). Paper values apply only to the paper's task and setup; rows say so when a run
+differs. `scaling.quanta.figures` draws the figures; both read workdirs as `scaling.quanta.runs.Run`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from typing import Any
 
 import numpy as np
 
-from scaling import analysis, io
-from scaling.theory import quanta as theory
+from scaling.fit import loglog
+from scaling.quanta import analysis, theory
+from scaling.quanta.runs import Run, load_run
 
-PAPER_TASK = (500, 100, 3)
 EXPONENT_TOL = 0.08  # spec §7's tolerance on α_N, used for every exponent vs the paper's Fig 9/10 values
 _TOL_SOURCE = "paper ±0.08 (spec §7's α_N tolerance, applied to every exponent)"
-
-
-@dataclasses.dataclass
-class Run:
-  """One workdir's curves sliced to what the analysis uses, plus what could be fitted."""
-
-  workdir: str
-  config: dict[str, Any]
-  curves: io.Curves
-  fits: dict[str, dict[float, analysis.Fit]] = dataclasses.field(default_factory=dict)  # quantity -> α -> fit
-  values: dict[str, Any] = dataclasses.field(default_factory=dict)
-  skipped: list[str] = dataclasses.field(default_factory=list)
-
-  @property
-  def task(self) -> tuple[int, int, int]:
-    t = self.config["task"]
-    return t["n_tasks"], t["n"], t["k"]
-
-  @property
-  def alphas(self) -> np.ndarray:
-    return self.curves.coords["alpha"]
-
-  @property
-  def steps(self) -> np.ndarray:
-    return self.curves.coords["log_step"]
-
-  def online(self) -> int | None:
-    D = list(self.curves.coords["D"])
-    return D.index(-1) if -1 in D else None
-
-  def done(self, iw: int, jd: int) -> bool:
-    """Whether shape point (width iw, D jd) has finished (a partial sweep holds NaN for the others)."""
-    return bool(np.isfinite(self.curves["test_loss"][iw, jd, :, :, 0, 0, -1]).all())
-
-  def widest(self) -> int:
-    return int(np.argmax(self.curves.coords["width"]))
-
-  def online_widths(self) -> list[int]:
-    """Indices of the finished online widths, by increasing width."""
-    on = self.online()
-    order = np.argsort(self.curves.coords["width"])
-    return [] if on is None else [int(i) for i in order if self.done(i, on)]
-
-  def fixed_D(self) -> np.ndarray:
-    """Indices of the finished fixed-D points at the widest width, by increasing D."""
-    D = self.curves.coords["D"]
-    idx = np.asarray([j for j in np.nonzero(D >= 1)[0] if self.done(self.widest(), j)], int)
-    return idx[np.argsort(D[idx])]
-
-  def loss_bits(self, iw: int, jd: int, a: int) -> np.ndarray:
-    """Mean test loss in bits [seed, log_step] (first lr / weight decay)."""
-    return analysis.to_bits(self.curves["test_loss"][iw, jd, :, a, 0, 0])
-
-  def task_nats(self, iw: int, jd: int, a: int) -> np.ndarray:
-    """Per-subtask test loss in nats [seed, log_step, task]."""
-    return self.curves["test_loss_task"][iw, jd, :, a, 0, 0]
-
-  def is_paper_setup(self) -> bool:
-    tr = self.config["train"]
-    return self.task == PAPER_TASK and tr["batch_size"] == 20000 and self.config["task"]["distribution"] == "zipf"
-
-
-def load_run(workdir: str) -> Run:
-  with open(os.path.join(workdir, io.CONFIG)) as f:
-    config = json.load(f)
-  return Run(os.path.abspath(workdir), config, io.load_workdir(workdir))
 
 
 def _fit(run: Run, quantity: str, alpha: float, fn, *args) -> None:
@@ -295,9 +227,9 @@ def format_table(rows: list[Row]) -> str:
   return "\n".join([fmt(head), fmt(["-" * n for n in widths])] + [fmt(r) for r in cells])
 
 
-def merged_fits(runs: list[Run]) -> dict[str, dict[float, analysis.Fit]]:
+def merged_fits(runs: list[Run]) -> dict[str, dict[float, loglog.Fit]]:
   """Exponent fits of several workdirs (e.g. fig10_n + fig10_d) in one table: quantity -> α -> fit."""
-  out: dict[str, dict[float, analysis.Fit]] = {}
+  out: dict[str, dict[float, loglog.Fit]] = {}
   for run in runs:
     for q, by_alpha in run.fits.items():
       out.setdefault(q, {}).update(by_alpha)
@@ -310,7 +242,7 @@ def report(workdirs: list[str]) -> str:
   Fig 9 and Fig 10 use the fits of all workdirs together (e.g. fig10_n for α_N, α_S and fig10_d for α_D) and are
   written into every workdir. Whatever cannot be drawn is listed with the reason.
   """
-  from scaling import quanta_figures as figs  # pylint: disable=g-import-not-at-top  (matplotlib only here)
+  from scaling.quanta import figures as figs  # pylint: disable=g-import-not-at-top  (matplotlib only here)
 
   runs = [analyze(w) for w in workdirs]
   out: list[str] = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from scaling import quanta_report, sweep
+from scaling.quanta import msp, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +23,7 @@ def workdirs(tmp_path_factory):
                                                 lr=(3e-3,)))
   out = []
   for name, c in (("n", n_sweep), ("d", d_sweep)):
-    sweep.run(c, str(base / name))
+    msp.run(c, str(base / name))
     out.append(str(base / name))
   return out
 
@@ -33,7 +33,7 @@ def _claimed(text: str) -> list[str]:
 
 
 def test_report_writes_what_it_claims(workdirs):
-  text = quanta_report.report(workdirs)
+  text = report.report(workdirs)
   n_dir, d_dir = workdirs
   blocks = text.split("== ")[1:]
   assert len(blocks) == 2
@@ -55,11 +55,11 @@ def test_report_writes_what_it_claims(workdirs):
 
 
 def test_fits_have_errors_and_rows_are_consistent(workdirs):
-  run = quanta_report.analyze(workdirs[0])
+  run = report.analyze(workdirs[0])
   for q in ("alpha_N", "alpha_S"):
     for alpha, fit in run.fits[q].items():
       assert np.isfinite(fit.exponent) and fit.stderr > 0, (q, alpha, fit)
-  rows = quanta_report.comparison_rows(run)
+  rows = report.comparison_rows(run)
   assert all(r.within in ("yes", "no") or r.within.startswith("n/a") for r in rows)
   assert rows[0].ours.count("±") == 1
 
@@ -75,10 +75,10 @@ def test_report_launcher(workdirs):
 
 
 def test_paper_rows_scored_only_for_long_enough_paper_runs(workdirs):
-  run = quanta_report.analyze(workdirs[0])
+  run = report.analyze(workdirs[0])
   run.config["task"].update(n_tasks=500, n=100, k=3)  # pretend the paper's task: rows are scored, or say why not
   run.config["train"]["batch_size"] = 20000
-  rows = {r.quantity: r for r in quanta_report.comparison_rows(run)}
+  rows = {r.quantity: r for r in report.comparison_rows(run)}
   assert rows["α_N, α=0.3"].within == "n/a: run ends at 1500 steps, the paper's fit needs >= 100000"
   assert rows["α_N, α=0.3"].paper == "0.34" and rows["α_N, α=0.3"].band == "[0.26, 0.42]"
   assert rows["α_S (500<S<15k), α=0.6"].within.startswith("n/a: run ends at 1500")

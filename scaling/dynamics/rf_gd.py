@@ -1,7 +1,7 @@
 """Discrete gradient descent of the power-law random-feature model (spec `dmft.md` §1) through the sweep engine.
 
-The model, its sampling and the GD step are `scaling.random_features`' (`gd_step`: w ← w + η B(g − Bᵀw) from w = 0,
-i.e. v_{n+1} = (I − ηFĜ) v_n on L̂/2); this module only runs it as `loop.PointLoop` points. One point per (N, P) of
+The model, its sampling and the GD step are `scaling.dynamics.random_features`' (`gd_step`: w ← w + η B(g − Bᵀw)
+from w = 0, i.e. v_{n+1} = (I − ηFĜ) v_n on L̂/2); this module only runs it as `loop.PointLoop` points. One point per (N, P) of
 `sweep.points` (P = 0 is the population, Ĝ = Λ), one compiled program per point; its members are the seeds
 (vmapped). A chunk is a jitted `lax.scan` of `log_every` GD steps; the test loss L = Σ λ_k v_k² and train loss
 L̂ = |S v|² are evaluated at every log step 0, log_every, ..., steps (time t = η·step).
@@ -36,9 +36,9 @@ import numpy as np
 from absl import logging
 
 from scaling import io, loop
-from scaling import random_features as rf
 from scaling.config_utils import as_checked_dict, as_tuple
-from scaling.theory import dmft
+from scaling.dynamics import random_features as rf
+from scaling.dynamics.theory import solver
 
 AXES = ("point", "seed", "log_step")
 
@@ -339,7 +339,7 @@ def compare_to_theory(curves: io.Curves, config: ml_collections.ConfigDict | dic
   rows = []
   for i, (N, P) in enumerate(p.points):
     with jax.transfer_guard("allow"):  # analysis on the host, outside any hot loop
-      theory = dict(zip(("test", "train"), dmft.loss_curve(lam, wstar ** 2, t_T, 1.0 / N, 1.0 / P if P else 0.0)))
+      theory = dict(zip(("test", "train"), solver.loss_curve(lam, wstar ** 2, t_T, 1.0 / N, 1.0 / P if P else 0.0)))
       if flow:
         sim = rf.simulate(p.config["seed"], lam, wstar, [N], [P if P else math.inf], t_T, p.n_seeds)
     for j, s in enumerate(steps):

