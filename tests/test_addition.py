@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import addition as addition_configs
-from scaling import io
+from scaling.engine import io
 from scaling.bnsl import addition
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

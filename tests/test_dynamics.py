@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import dmft as dmft_configs
-from scaling import io
+from scaling.engine import io
 from scaling.dynamics import dmft
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

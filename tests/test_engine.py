@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from scaling.engine import experiment as E
-from scaling.engine import workdir as wd
+from scaling.engine import io as wd
 import toy_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,8 +140,8 @@ def test_workdir_in_use_is_refused_and_a_killed_holder_never_blocks(case, tmp_pa
   holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
       import sys, time
       sys.path.insert(0, {ROOT!r})
-      from scaling.engine import workdir
-      with workdir.lock({str(w)!r}):
+      from scaling.engine import io as wd
+      with wd.lock({str(w)!r}):
           print("locked", flush=True)
           time.sleep(600)
       """)], stdout=subprocess.PIPE, text=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import fit_benchmark, fit_sweep
-from scaling import io
+from scaling.engine import io
 from scaling.fit import benchmark as bm
 from scaling.fit import data, experiment
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import msp as msp_configs
-from scaling import io
+from scaling.engine import io
 from scaling.quanta import msp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

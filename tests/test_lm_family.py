@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import lm_family
-from scaling import io
+from scaling.engine import io
 from scaling.lm import corpus as corpus_lib
 from scaling.lm import evaluate, family
 from scaling.nn import transformer as lm

@@ -11,7 +11,7 @@ import pytest
 from helpers import tiny_config
 from scaling.quanta import msp
 from scaling.engine import loop
-from scaling.engine import workdir as io
+from scaling.engine import io
 
 ARRAYS = ("test_loss_task", "test_acc_task", "test_loss", "test_acc", "train_loss")
 

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from scaling import io
+from scaling.engine import io
 from scaling.dynamics import random_features as rf
 from scaling.dynamics import rf_gd
 

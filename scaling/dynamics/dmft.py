@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from scaling import io
+from scaling.engine import io
 from scaling.config_utils import as_checked_dict, as_tuple
 from scaling.dynamics import random_features as rf
 from scaling.dynamics.dmft_figures import (mean_se, plot_curves, plot_ensembles, plot_exponents, plot_frontier,

@@ -29,7 +29,7 @@ from absl import logging
 
 from scaling.engine import config as config_lib
 from scaling.engine import members as members_lib
-from scaling.engine import workdir as wd
+from scaling.engine import io as wd
 from scaling.engine.loop import PointRun
 
 Arrays = dict[str, np.ndarray]

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from scaling.engine import checkpoints
 from scaling.engine import members as members_lib
-from scaling.engine import workdir as wd
+from scaling.engine import io as wd
 
 if TYPE_CHECKING:
   from scaling.engine.experiment import Experiment, Plan, Point

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from scaling import io
+from scaling.engine import io
 from scaling.config_utils import as_checked_dict, as_tuple
 from scaling.fit import benchmark as bm
 from scaling.fit import data as data_lib

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from scaling import io
+from scaling.engine import io
 from scaling.lm import corpus as corpus_lib
 from scaling.lm import token_scaling
 from scaling.nn import transformer as lm

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from scaling import io
+from scaling.engine import io
 from scaling.lm import checkpoints
 from scaling.lm import corpus as corpus_lib
 from scaling.lm import evaluate, family_checkpoint

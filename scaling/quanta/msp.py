@@ -16,7 +16,7 @@ import numpy as np
 
 from scaling.engine import config as C
 from scaling.engine import experiment as E
-from scaling.engine import workdir as io
+from scaling.engine import io
 from scaling.engine.config import PRECISIONS
 from scaling.engine.members import Grid
 from scaling.nn import mlp

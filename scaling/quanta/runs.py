@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from scaling import io
+from scaling.engine import io
 from scaling.fit import loglog
 from scaling.quanta import analysis
 

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from scaling import io
+from scaling.engine import io
 from scaling.fit.loglog import LN2
 from scaling.quanta.analysis import CONVERGED_BITS
 
