@@ -24,19 +24,21 @@ real_spectrum      spec §5.3: NTK of a 40-256-256-1 MLP at init on 2000 MNIST-1
 import ml_collections
 
 from scaling.dynamics.dmft import dmft_config
+from scaling.engine import config as C
 
 
-def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  name, overrides = C.parse_arg(arg, "quick")  # "variant[,field=value...]"
   c = dmft_config()
-  if arg == "quick":
+  if name == "quick":
     c.task.M = 500
     c.N, c.P = (32, 128), (128, 32)
     c.t.update(min=0.1, max=1e3, num=21)
     c.check_t = (1.0, 10.0, 100.0)
     c.sim.seeds = 8
-  elif arg == "theory_vs_sim":
+  elif name == "theory_vs_sim":
     c.N, c.P = (64, 256, 128, 256, 128, 0), (256, 64, 256, 128, 0, 128)
-  elif arg == "exponents":
+  elif name == "exponents":
     c.experiment = "exponents"
     c.task.update(a=2.0, b=1.5, M=200_000)
     c.N = tuple(100 * 2 ** k for k in range(6))
@@ -45,7 +47,7 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     c.t.update(min=10.0, max=1e4, num=31)
     c.check_t = ()
     c.sim.enabled = False
-  elif arg == "compute_optimal":
+  elif name == "compute_optimal":
     c.experiment = "compute_optimal"
     c.task.update(a=2.0, b=1.5, M=8000)
     c.N = tuple(sorted({int(round(16 * 2 ** (k / 4))) for k in range(29)}))
@@ -54,26 +56,26 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
     c.t.update(min=0.1, max=2e6, num=60)
     c.check_t = ()
     c.sim.update(seeds=10, max_width=256)
-  elif arg == "width_convergence":
+  elif name == "width_convergence":
     c.experiment = "width_convergence"
     c.task.M = 20_000
     c.N, c.P, c.pairs = (50, 100, 200, 400, 800), (0,), False
     c.t.update(min=0.1, max=1e6, num=43)
     c.check_t = (0.1, 1.0, 10.0, 100.0, 1e3, 1e6)
     c.sim.update(seeds=10)
-  elif arg == "train_test_gap":
+  elif name == "train_test_gap":
     c.experiment = "train_test_gap"
     c.N, c.P, c.pairs = (256,), (64, 128, 256, 512, 1024), False
-  elif arg == "ensembles":
+  elif name == "ensembles":
     c.experiment = "ensembles"
     c.N, c.P = (64, 256, 64, 256), (0, 0, 512, 512)
     c.E = (1, 4, 0)
     c.check_t = (100.0, 1e4)
-  elif arg == "real_spectrum":
+  elif name == "real_spectrum":
     c.experiment = "real_spectrum"
     c.t.update(min=0.1, max=1e4, num=41)
     c.check_t = (1.0, 10.0, 100.0, 1e4)
   else:
-    raise ValueError(f"unknown variant {arg!r}; one of quick, theory_vs_sim, exponents, compute_optimal, "
+    raise ValueError(f"unknown variant {name!r}; one of quick, theory_vs_sim, exponents, compute_optimal, "
                      "width_convergence, train_test_gap, ensembles, real_spectrum")
-  return c
+  return C.apply_args(c, overrides)

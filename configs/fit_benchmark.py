@@ -20,20 +20,22 @@ quick   CI: NMT and BB with 512 starts / top 8 and no n = 2 fits.
 import ml_collections
 
 from scaling.fit.experiment import fit_config
+from scaling.engine import config as C
 
 
-def get_config(arg: str = "full") -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  name, overrides = C.parse_arg(arg, "full")  # "variant[,field=value...]"
   c = fit_config()
-  if arg == "full":
+  if name == "full":
     pass
-  elif arg == "lang":
+  elif name == "lang":
     c.source.domains = ("NMT", "LM", "BB")
-  elif arg == "nmt":
+  elif name == "nmt":
     c.source.domains = ("NMT",)
-  elif arg == "quick":
+  elif name == "quick":
     c.source.domains = ("NMT", "BB")
     c.methods = ("m1", "m2", "m3", "m4", "bnsl0", "bnsl1", "bnsl", "ref_m1", "ref_m2", "ref_m3", "ref_m4")
     c.fit.update(n_starts=512, top_k=8, max_breaks=1)
   else:
-    raise ValueError(f"unknown variant {arg!r}; one of full, lang, nmt, quick")
-  return c
+    raise ValueError(f"unknown variant {name!r}; one of full, lang, nmt, quick")
+  return C.apply_args(c, overrides)

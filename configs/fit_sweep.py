@@ -17,17 +17,19 @@ addition  test CE (min over training, seed mean) vs training-set size of configs
 import ml_collections
 
 from scaling.fit.experiment import fit_config
+from scaling.engine import config as C
 
 
-def get_config(arg: str = "n") -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  name, overrides = C.parse_arg(arg, "n")  # "variant[,field=value...]"
   c = fit_config()
   c.methods = ("m1", "m2", "m3", "m4", "bnsl0", "bnsl1", "bnsl")
   c.compare = ("m1", "m2", "m3", "m4", "bnsl")
   c.fit.update(max_breaks=1)
-  if arg in ("n", "d", "steps"):
-    c.source.update(kind="sweep", axis=arg)
-  elif arg == "addition":
+  if name in ("n", "d", "steps"):
+    c.source.update(kind="sweep", axis=name)
+  elif name == "addition":
     c.source.update(kind="addition", n_test=3)  # the paper's 4-digit split holds out the 3 largest sizes
   else:
-    raise ValueError(f"unknown variant {arg!r}; one of n, d, steps, addition")
-  return c
+    raise ValueError(f"unknown variant {name!r}; one of n, d, steps, addition")
+  return C.apply_args(c, overrides)

@@ -13,22 +13,24 @@ The default corpus is the Python reference documentation shipped with CPython (`
 """
 
 import ml_collections
+from scaling.engine import config as C
 
 
-def get_config(arg: str = "smollm2") -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  name, overrides = C.parse_arg(arg, "smollm2")  # "variant[,field=value...]"
   c = ml_collections.ConfigDict()
   c.models = "smollm2"
   c.corpus = ml_collections.ConfigDict(dict(source="pydoc_data", max_docs=None, doc_chars=2000, context=1024))
   c.corpus.max_docs = ml_collections.FieldReference(None, field_type=int)
   c.batch_size = 4  # documents per jitted forward
   c.bucket = 64  # batch lengths are rounded up to a multiple of this (few compiled shapes)
-  if arg == "smollm2":
+  if name == "smollm2":
     pass
-  elif arg == "quick":  # CI / notebook size: the first 24 documents, up to 256 tokens each
+  elif name == "quick":  # CI / notebook size: the first 24 documents, up to 256 tokens each
     c.corpus.max_docs, c.corpus.context = 24, 256
-  elif arg == "pythia":  # give the checkpoint directories with --config.models=hf:DIR,hf:DIR,...
+  elif name == "pythia":  # give the checkpoint directories with --config.models=hf:DIR,hf:DIR,...
     c.models = ""
     c.corpus.context = 1024
   else:
-    raise ValueError(f"unknown lm_eval variant {arg!r} (smollm2, quick, pythia)")
-  return c
+    raise ValueError(f"unknown lm_eval variant {name!r} (smollm2, quick, pythia)")
+  return C.apply_args(c, overrides)

@@ -53,6 +53,7 @@ import ml_collections
 import numpy as np
 
 from scaling.quanta.msp import msp_config
+from scaling.engine import config as C
 
 
 def log2_grid(a: float, b: float, m: int) -> tuple[int, ...]:
@@ -60,34 +61,35 @@ def log2_grid(a: float, b: float, m: int) -> tuple[int, ...]:
   return tuple(int(x) for x in 2 ** np.linspace(np.log2(a), np.log2(b), m))
 
 
-def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  name, overrides = C.parse_arg(arg, "quick")  # "variant[,field=value...]"
   c = msp_config()  # the paper's task, model and optimizer (v4 script)
-  if arg == "quick":
+  if name == "quick":
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=5000, log_every=100, eval_per_task=500, checkpoint_every=10)
     c.sweep.update(width=(4, 8, 16, 32, 64, 128, 256), seeds=2)
-  elif arg == "quick_d":
+  elif name == "quick_d":
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=3000, log_every=100, eval_per_task=500, checkpoint_every=10)
     c.sweep.update(width=(128,), D=(1000, 3000, 10_000, 30_000, 100_000), alpha=(0.3, 0.6), seeds=1)
-  elif arg == "small":
+  elif name == "small":
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=10_000, log_every=100, eval_per_task=1000, checkpoint_every=20)
     c.sweep.update(width=(128,), seeds=3)
-  elif arg == "fig2_n":
+  elif name == "fig2_n":
     c.sweep.update(width=log2_grid(10, 500, 30))
-  elif arg == "fig2_d":
+  elif name == "fig2_d":
     c.train.update(steps=1_000_000)
     c.sweep.update(width=(500,), D=log2_grid(1e4, 5e6, 30))
-  elif arg == "fig10_n":
+  elif name == "fig10_n":
     c.task.update(subsets_per_seed=True)
     c.train.update(steps=100_000, log_every=500, checkpoint_every=20)
     c.sweep.update(width=log2_grid(10, 300, 20), seeds=3,
                    alpha=tuple(round(a, 2) for a in np.arange(0.1, 0.81, 0.1)))
-  elif arg == "fig10_d":
+  elif name == "fig10_d":
     c.train.update(steps=100_000, log_every=500, checkpoint_every=20)
     c.sweep.update(width=(500,), D=log2_grid(1e4, 5e6, 25),
                    alpha=tuple(round(a, 3) for a in np.arange(0.1, 0.8001, 0.05)))
   else:
-    raise ValueError(f"unknown variant {arg!r}; one of quick, quick_d, small, fig2_n, fig2_d, fig10_n, fig10_d")
-  return c
+    raise ValueError(f"unknown variant {name!r}; one of quick, quick_d, small, fig2_n, fig2_d, fig10_n, fig10_d")
+  return C.apply_args(c, overrides)

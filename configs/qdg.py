@@ -26,9 +26,11 @@ Any model: --config.model=gguf:PATH or hf:DIR (e.g. a Pythia directory; the pape
 import ml_collections
 
 from scaling.lm import qdg_cluster
+from scaling.engine import config as C
 
 
-def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  name, overrides = C.parse_arg(arg, "quick")  # "variant[,field=value...]"
   c = ml_collections.ConfigDict()
   c.seed = 0  # JL projection key and spectral clustering random_state
   c.model = "smollm2"
@@ -43,26 +45,26 @@ def get_config(arg: str = "quick") -> ml_collections.ConfigDict:
                                              block=250))
   c.report = ml_collections.ConfigDict(dict(n_clusters=10, n_examples=10, context_tokens=30))
   c.report.alpha_n = ml_collections.FieldReference(None, field_type=float)  # reference line r^-(α_N+1), if set
-  if arg == "quick":
+  if name == "quick":
     pass
-  elif arg == "tiny":
+  elif name == "tiny":
     c.corpus.max_docs, c.corpus.context = 8, 128
     c.select.first = 48
     c.gradients.last_blocks, c.gradients.proj_dim = 1, 1024
     c.cluster.ks, c.cluster.ranks, c.cluster.report_k, c.cluster.n_init = (3, 4, 6, 8), (2, 8), 6, 4
     c.report.n_clusters, c.report.n_examples = 4, 6
-  elif arg == "family":
+  elif name == "family":
     c.model = "family:runs/lm_family"
     c.corpus.max_docs, c.corpus.context = None, 128
     c.select.first = 400
     c.gradients.last_blocks, c.gradients.proj_dim = None, 4096
     c.cluster.ks, c.cluster.ranks, c.cluster.report_k = (5, 10, 20, 30, 40, 60, 80), (3, 60), 40
-  elif arg == "paper":
+  elif name == "paper":
     c.corpus.max_docs, c.corpus.context = None, 1024
     c.select.every, c.select.first = 2, 10_000
     c.gradients.last_blocks, c.gradients.proj_dim, c.gradients.proj_nnz = None, 16_384, 8
     c.cluster.ks, c.cluster.ranks, c.cluster.report_k, c.cluster.n_init = qdg_cluster.PAPER_KS, (100, 1000), 400, 30
     c.report.alpha_n = 0.083  # Pythia's α_N (spec §3): the line the paper compares with
   else:
-    raise ValueError(f"unknown qdg variant {arg!r} (quick, family, tiny, paper)")
-  return c
+    raise ValueError(f"unknown qdg variant {name!r} (quick, family, tiny, paper)")
+  return C.apply_args(c, overrides)
