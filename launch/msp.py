@@ -1,27 +1,11 @@
-r"""Runs (or resumes) a sweep: `python -m launch.msp --config=configs/msp.py:quick --workdir=runs/quick`.
+r"""Runs (or resumes) an MSP sweep: `python -m launch.msp --config=configs/msp.py:quick --workdir=runs/quick`.
 
-Re-running the same command on the same workdir resumes from the latest checkpoint. Override any field with
-`--config.train.steps=2000`, `--config.sweep.width='(16,32)'`. The logic lives in `scaling.quanta.msp.run`.
+Re-running the same command resumes. Override fields with `--config.train.steps=2000` or in the variant argument
+(`configs/msp.py:quick,width=(16,32)`). Prints the summary table and writes `summary.png`. Logic: `scaling.quanta.msp`.
 """
 
-from absl import app, flags, logging
-import jax
-from ml_collections import config_flags
-
+from scaling.engine import launch
 from scaling.quanta import msp
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (created; resumed if it exists).")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  jax.config.update("jax_transfer_guard", "disallow")  # implicit host<->device copies are bugs in the hot loop
-  logging.info("JAX %s, backend %s, local devices: %s", jax.__version__, jax.default_backend(), jax.local_devices())
-  msp.run(_CONFIG.value, _WORKDIR.value, summarize=True)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  launch.main(lambda config, workdir: msp.run(config, workdir, summarize=True))

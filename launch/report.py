@@ -1,24 +1,14 @@
-r"""Figures and the paper-comparison table of MSP workdirs.
+r"""The quantization paper's numbers from MSP workdirs: `python -m launch.report --workdir=runs/fig2_n
+[--workdir=runs/fig2_d ...]`; prints the comparison table. Logic: `scaling.quanta.report`."""
 
-  python -m launch.report --workdir=runs/fig2_n [--workdir=runs/fig2_d ...]
+from absl import flags
 
-Writes fig2/fig7/fig8 (and fig9/fig10 when the workdirs have an α axis) as PNG and PDF into each workdir and prints
-a table: quantity, ours (± error), theory, paper, band, within band. The logic is in `scaling.quanta.report`.
-"""
-
-from absl import app, flags
-
+from scaling.engine import launch
 from scaling.quanta import report
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "Workdir(s) of finished (or partial) MSP sweeps.")
 flags.mark_flag_as_required("workdir")
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  print(report.report(_WORKDIRS.value))
-
-
 if __name__ == "__main__":
-  app.run(main)
+  launch.main(lambda workdirs: report.report(workdirs), config=False, workdir=False,
+              extra=lambda: {"workdirs": _WORKDIRS.value})

@@ -175,10 +175,20 @@ class WorkdirInUse(RuntimeError):
   """Another live process holds the workdir's lock."""
 
 
+_HELD: set[str] = set()  # workdirs whose lock this process holds (re-entrant: the launcher and the engine both lock)
+
+
 @contextlib.contextmanager
-def lock(workdir: str) -> Iterator[None]:
+def lock(workdir: str, create: bool = True) -> Iterator[None]:
   """Holds an exclusive OS lock (flock) on `workdir/.lock` for the duration: a second run on the same workdir fails
-  at once naming the holder; the lock dies with its process, so a killed run never blocks the next one."""
+  at once naming the holder; the lock dies with its process, so a killed run never blocks the next one.
+
+  Re-entrant within a process. `create=False`: a workdir that does not exist yet is not created (nothing to guard).
+  """
+  workdir = os.path.abspath(workdir)
+  if workdir in _HELD or (not create and not os.path.isdir(workdir)):
+    yield
+    return
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
@@ -191,7 +201,11 @@ def lock(workdir: str) -> Iterator[None]:
                          "another workdir") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)}\n".encode(), 0)
-    yield
+    _HELD.add(workdir)
+    try:
+      yield
+    finally:
+      _HELD.discard(workdir)
   finally:
     os.close(fd)  # releases the flock
 

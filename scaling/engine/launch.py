@@ -3,15 +3,19 @@
 It defines `--config` (an ml_collections config file[:variant[,key=value...]], locked: a misspelt field is an
 error) and `--workdir`, turns config-override errors into one clear line instead of a traceback, sets JAX's
 transfer guard to "disallow" (implicit host<->device copies in the hot loop are bugs), logs JAX's version, backend
-and devices, calls `run(config, workdir)` and prints what it returns when it is text.
+and devices, holds the workdir's lock (when the workdir exists; the engine takes it after its config checks when
+it does not), calls `run(config, workdir)` and prints what it returns when it is text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any, Callable
 
 from absl import app, flags, logging
+
+from scaling.engine import io
 
 
 def _parse(argv: list[str]) -> list[str]:
@@ -57,7 +61,8 @@ def main(run: Callable[..., Any], *, config: bool = True, workdir: bool = True,
     log_devices()
     args = ([cfg_flag.value] if config else []) + ([wd_flag.value] if workdir else [])
     try:
-      out = run(*args, **(extra() if extra else {}))
+      with io.lock(wd_flag.value, create=False) if workdir else contextlib.nullcontext():
+        out = run(*args, **(extra() if extra else {}))
     except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
       logging.error("%s: %s", type(e).__name__, e)
       sys.exit(f"error: {e}")

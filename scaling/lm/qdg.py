@@ -301,7 +301,8 @@ def run(config: Any, workdir: str) -> dict[str, Any]:
                  slope=None if fit is None else fit.slope, slope_se=None if fit is None else fit.stderr,
                  alpha=None if fit is None else qc.implied_alpha(fit.slope))
   io.save_text(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
-  io.save_text(os.path.join(workdir, "summary.md"), summary_markdown(summary, c))
+  summary["markdown"] = summary_markdown(summary, c)
+  io.save_text(os.path.join(workdir, "summary.md"), summary["markdown"])
   return summary
 
 
