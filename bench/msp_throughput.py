@@ -2,7 +2,7 @@ r"""Throughput of MSP training: one model at a time vs the vmapped sweep, agains
 
 Measures, in one run on the current machine:
 
-* model-steps/s (and achieved GFLOP/s) of `scaling.quanta.msp_train.run_chunk` in two modes, at a small and a
+* model-steps/s (and achieved GFLOP/s) of the engine's `run_chunk` on the MSP experiment in two modes, at a small and a
   paper-sized width:
   - ``loop``: M models trained one after another in a Python loop, each a `run_chunk` call on a member axis of size 1
     (the same compiled scan chunk as the sweep, just M=1), blocking after each model's chunk;
@@ -12,8 +12,7 @@ Measures, in one run on the current machine:
 * at the paper width 500, the step time of the dense first layer (`Spec(onehot_lookup=False)`) vs the one-hot row
   lookup (`onehot_lookup=True`), M=1.
 
-Members and states are built as `scaling.quanta.msp` builds them (`msp_train.make_members` +
-`msp_train.init_states`). Compile time is excluded (one warm-up call per program); each timing is the median of a few repeats. Every `run_chunk` call
+Members and states are built as the engine builds them for `scaling.quanta.msp` (`loop.init_members`). Compile time is excluded (one warm-up call per program); each timing is the median of a few repeats. Every `run_chunk` call
 also runs one per-task evaluation; the bench spec sets `eval_per_task` small so the numbers measure training.
 FLOPs per model-step are `mlp.flops_per_example(spec.model, lookup_rows=n_tasks)["train_step"] * batch` (the
 one-hot block as a lookup costs no matmul FLOPs), so GFLOP/s counts useful matmul work only.
@@ -45,8 +44,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scaling.engine import loop
 from scaling.nn import mlp
-from scaling.quanta import msp_train
+from scaling.quanta import msp, msp_train
 from scaling.quanta import task as task_lib
 
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke mode: fewer members, steps and repeats (under a minute).")
@@ -90,8 +90,7 @@ def build(spec: msp_train.Spec, M: int):
   seed_keys = jax.random.split(jax.random.key(0), M)
   subsets = np.broadcast_to(task_lib.make_subsets(t.n_tasks, t.n, t.k, 0), (M, t.n_tasks, t.k))
   alphas, lrs, wds = (np.full((M,), v, np.float32) for v in (ALPHA, LR, 0.0))
-  members = msp_train.make_members(seed_keys, alphas, lrs, wds, subsets, spec=spec)
-  states = msp_train.init_states(members, spec=spec)
+  states, members = loop.init_members((seed_keys, alphas, lrs, wds, subsets), None, exp=msp.EXPERIMENT, spec=spec)
   return jax.block_until_ready((members, states))
 
 
@@ -112,7 +111,8 @@ class Trainer:
 
   def chunk(self, only_first: bool = False) -> None:
     for i, (states, members) in enumerate(self.groups[:1] if only_first else self.groups):
-      out = msp_train.run_chunk(states, members, jnp.int32(self.step), spec=self.spec, n_steps=self.S)
+      out = loop.run_chunk(states, members, None, jnp.int32(self.step), exp=msp.EXPERIMENT, spec=self.spec,
+                           n_steps=self.S)
       jax.block_until_ready(out)
       self.groups[i] = (out[0], members)
     self.step += self.S

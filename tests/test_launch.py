@@ -57,17 +57,47 @@ def test_launcher_overrides_and_unknown_keys(tmp_path):
 def test_paper_variants_match_spec_grids(variant, widths, Ds, alphas, seeds, steps):
   c = msp_configs.get_config(variant)
   p = msp.plan(c)  # validates without compiling
-  assert list(p.widths) == widths
+  Ds_p = tuple(int(d) for d in p.shape_axes["D"])
+  grid = dict(zip(p.grid.axes, p.grid.values))
+  assert list(p.shape_axes["width"]) == widths
   if Ds == "D-scaling-6":
-    assert len(p.Ds) == 30 and p.Ds[:3] == (9999, 12389, 15350) and p.Ds[-2:] == (4035543, 4999999)
+    assert len(Ds_p) == 30 and Ds_p[:3] == (9999, 12389, 15350) and Ds_p[-2:] == (4035543, 4999999)
   elif Ds == "D-scaling-9":
-    assert len(p.Ds) == 25 and p.Ds[:3] == (9999, 12955, 16784) and p.Ds[-2:] == (3859338, 4999999)
+    assert len(Ds_p) == 25 and Ds_p[:3] == (9999, 12955, 16784) and Ds_p[-2:] == (3859338, 4999999)
   else:
-    assert list(p.Ds) == Ds
-  np.testing.assert_allclose(p.grid["alpha"], alphas)
-  assert len(p.grid["seed"]) == seeds and c.train.steps == steps
+    assert list(Ds_p) == Ds
+  np.testing.assert_allclose(grid["alpha"], alphas)
+  assert len(grid["seed"]) == seeds and c.train.steps == steps
   assert (c.task.n_tasks, c.task.n, c.task.k, c.train.batch_size) == (500, 100, 3, 20000)
   assert c.sweep.lr == (1e-3,) and c.train.optimizer == "adam"
   if variant == "fig10_n":  # the original's seeds 0, 1, 2 also seeded the subsets
-    assert not np.array_equal(p.subsets[0], p.subsets[1])
+    assert not np.array_equal(p.extra.subsets[0], p.extra.subsets[1])
   assert msp_configs.__doc__.count(f"configs/msp.py:{variant} ") == 1
+
+
+def test_unknown_override_is_one_clear_line_and_writes_nothing(tmp_path):
+  r = _launch("--config=configs/msp.py:quick", f"--workdir={tmp_path / 'a'}", "--config.train.foo=1")
+  assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert "--config.train.foo=1" in r.stderr and "foo" in r.stderr
+  r = _launch("--config=configs/msp.py:quick,width=()", f"--workdir={tmp_path / 'a'}")
+  assert r.returncode != 0 and "sweep.width is empty" in r.stderr, r.stderr[-2000:]
+  assert not (tmp_path / "a").exists()
+
+
+def test_variant_arguments_and_a_workdir_in_use(tmp_path):
+  r = _launch("--config=configs/msp.py:quick,width=(8,),seeds=1,train.steps=100", f"--workdir={tmp_path / 'b'}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert io.load_workdir(str(tmp_path / "b"))["test_loss"].shape[:3] == (1, 1, 1)
+  holder = subprocess.Popen([sys.executable, "-c", (
+      f"import sys, time; sys.path.insert(0, {ROOT!r}); from scaling.engine import io\n"
+      f"with io.lock({str(tmp_path / 'b')!r}):\n  print('locked', flush=True); time.sleep(600)")],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    before = sorted(os.listdir(tmp_path / "b"))
+    r = _launch("--config=configs/msp.py:quick,width=(8,),seeds=1,train.steps=100", f"--workdir={tmp_path / 'b'}")
+    assert r.returncode != 0 and f"in use by another run (pid {holder.pid}" in r.stderr, r.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "b")) == before
+  finally:
+    holder.kill()
+    holder.wait()
