@@ -345,3 +345,31 @@ def test_bad_input_raises_before_compile(name):
     if form.y_upper < np.inf:
       with pytest.raises(ValueError, match="e0"):
         F.fit(form, x, y + 1.0)
+
+
+def _write_csv(path, rows):
+  path.write_text("\n".join(",".join(r) for r in rows) + "\n")
+  return str(path)
+
+
+def test_load_benchmark_errors_name_file_column_and_row(tmp_path):
+  header = ["Domain", "Task", "Model", "Seen Examples", "Loss", "Training"]
+  good = [["NMT", "t", "m", "100", "0.9", "1"], ["NMT", "t", "m", "200", "0.8", "1"], ["NMT", "t", "m", "400", "0.7", "0"]]
+  ok = data.load_benchmark(_write_csv(tmp_path / "ok.csv", [header] + good), "NMT")
+  np.testing.assert_array_equal(ok[("t", "m")]["x_fit"], [100, 200])
+  np.testing.assert_array_equal(ok[("t", "m")]["y_test"], [0.7])
+  # data rows start at spreadsheet row 2: the third data row is row 4
+  bad = good[:2] + [["NMT", "t", "m", "400", "n/a", "0"]]
+  path = _write_csv(tmp_path / "bad_cell.csv", [header] + bad)
+  with pytest.raises(ValueError, match=r"bad_cell\.csv: row 4, column 'Loss': 'n/a' is not a number") as e:
+    data.load_benchmark(path, "NMT")
+  assert isinstance(e.value.__cause__, ValueError)  # float()'s own error kept
+  path = _write_csv(tmp_path / "bad_train.csv", [header] + [["NMT", "t", "m", "100", "0.9", "yes"]])
+  with pytest.raises(ValueError, match=r"bad_train\.csv: row 2, column 'Training'"):
+    data.load_benchmark(path, "NMT")
+  path = _write_csv(tmp_path / "no_loss.csv", [[h for h in header if h != "Loss"]] + [r[:4] + r[5:] for r in good])
+  with pytest.raises(ValueError, match=r"no_loss\.csv: row 1 \(header\) lacks column\(s\) \['Loss'\]"):
+    data.load_benchmark(path, "NMT")
+  path = _write_csv(tmp_path / "short.csv", [header] + good[:1] + [["NMT", "t", "m", "200"]])
+  with pytest.raises(ValueError, match=r"short\.csv: row 3 has no cell for column 'Loss'"):
+    data.load_benchmark(path, "NMT")

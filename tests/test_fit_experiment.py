@@ -1,7 +1,9 @@
 """`launch.fit` / `scaling.fit.experiment`: config checks, curve extraction from workdirs, the benchmark run, resume."""
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from unittest import mock
@@ -150,6 +152,11 @@ def test_benchmark_run_writes_tables_figures_and_resumes(tmp_path):
   assert len(list((wd / "figures" / "NMT").glob("*.png"))) == 5
   stored = json.loads((wd / "results" / "NMT__bnsl1.json").read_text())
   assert len(stored["results"]) == 5
+  cfg = json.loads((wd / "config.json").read_text())  # source.lang "" resolved; only the CSV read is recorded
+  csv_path = os.path.abspath(data.benchmark_csv("lang"))
+  assert cfg["source"]["lang"] == csv_path and cfg["source"]["vision"] == ""
+  with open(csv_path, "rb") as fh:
+    assert cfg["data"] == {"lang": {"path": csv_path, "sha256": hashlib.sha256(fh.read()).hexdigest()}}
   with mock.patch.object(bm, "fit_methods", side_effect=AssertionError("refitted on resume")):
     _, res2, text2 = experiment.run(c, str(wd))
   assert text2 == text and [r.rmsle_test for r in res2["bnsl1"]] == [r.rmsle_test for r in res["bnsl1"]]
@@ -166,3 +173,39 @@ def test_launcher_bad_path_fails_cleanly(tmp_path):
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode != 0 and "missing.csv" in r.stderr
   assert not (tmp_path / "wd").exists()
+
+
+def _snapshot(root):
+  return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_rerun_on_changed_data_is_refused(tmp_path, monkeypatch):
+  """The stored config holds the absolute path and sha256 of the data read; a re-run on changed data fails naming
+  the file and touches nothing, instead of reporting the fits made on the old data."""
+  monkeypatch.chdir(tmp_path)
+  law = lambda n, d, t: 0.1 + 50 * n ** -0.5 + 20 * d ** -0.3 + 5 * t ** -0.4  # noqa: E731
+  _fake_sweep(str(tmp_path / "sweep"), law)
+  c = _cfg("n", fit_sweep)
+  c.source.workdir = "sweep"  # relative: stored resolved
+  c.methods, c.compare = ("m2",), ("m2",)
+  wd = tmp_path / "fit"
+  curves, _, text = experiment.run(c, "fit")
+  curves_npz = str(tmp_path / "sweep" / io.CURVES)
+  cfg = json.loads((wd / "config.json").read_text())
+  assert cfg["source"]["workdir"] == str(tmp_path / "sweep")
+  with open(curves_npz, "rb") as fh:
+    assert cfg["data"] == {"curves": {"path": curves_npz, "sha256": hashlib.sha256(fh.read()).hexdigest()}}
+  assert experiment.run(c, "fit")[2] == text  # same data: resumes
+  before = _snapshot(wd)
+
+  os.remove(curves_npz)  # the source sweep re-run with other results
+  os.rmdir(tmp_path / "sweep")
+  _fake_sweep(str(tmp_path / "sweep"), lambda n, d, t: 1.1 * law(n, d, t))
+  with pytest.raises(ValueError, match=re.escape(curves_npz) + r" \(sha256 [0-9a-f]{12}\.\.\. -> ") as e:
+    experiment.run(c, "fit")
+  assert str(e.value).startswith("the data changed since workdir " + str(wd))
+  assert _snapshot(wd) == before  # neither results nor summary touched
+  fresh = experiment.run(c, str(tmp_path / "fit2"))[0]  # a new workdir fits the new data
+  assert [cv.model for cv in fresh] == [cv.model for cv in curves]
+  for new, old in zip(fresh, curves):
+    np.testing.assert_allclose(new.y_fit, 1.1 * old.y_fit, rtol=1e-12)

@@ -2,6 +2,7 @@
 through `launch.lm_eval`'s pipeline into losses.npz and the scaling report."""
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,34 @@ def test_evaluate_models_writes_report_and_resumes(tmp_path):
   c2.models = dirs[0]
   with pytest.raises(ValueError, match="config"):
     eval_models.evaluate_models(c2, wd)
+
+
+def test_every_model_loads_before_anything_is_written(tmp_path):
+  """A second spec that does not load (truncated weights, no tokenizer, another tokenizer) fails naming that spec
+  before the first model's losses or the config are written: the workdir is never created."""
+  docs = corpus_lib.read_documents("pydoc_data", max_docs=4)
+  tok = corpus_lib.train_bpe(docs, 300)
+  good, cut, no_tok, other_tok = (tmp_path / n for n in ("good", "cut", "no_tok", "other_tok"))
+  for i, d in enumerate((good, cut, no_tok)):
+    helpers.hf_llama_dir(str(d), tok, 8, 1, i)
+  weights = cut / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:-64])
+  os.remove(no_tok / "tokenizer.json")
+  helpers.hf_llama_dir(str(other_tok), corpus_lib.train_bpe(docs, 260), 8, 1, 3)
+  c = lm_eval_config.get_config("quick")
+  c.corpus.max_docs, c.corpus.context = 4, 32
+  wd = tmp_path / "wd"
+  for second, match in [(cut, re.escape(f"model spec 'hf:{cut}' does not load: ") + ".*" + re.escape(str(weights))),
+                         (no_tok, re.escape(f"model spec 'hf:{no_tok}' has no tokenizer")),
+                         (other_tok, re.escape(f"hf:{other_tok} tokenises the corpus differently"))]:
+    c.models = f"hf:{good},hf:{second}"
+    with pytest.raises(ValueError, match=match):
+      eval_models.evaluate_models(c, str(wd))
+    assert not wd.exists(), second
+  c.models = f"hf:{good},hf:{cut}"
+  with pytest.raises(ValueError) as e:
+    eval_models.evaluate_models(c, str(wd))
+  assert isinstance(e.value.__cause__, ValueError) and str(weights) in str(e.value.__cause__)  # the loader's error
 
 
 def test_eval_config_errors(tmp_path):

@@ -1,8 +1,12 @@
 """The transformer against the `transformers` PyTorch classes (weights moved through our loaders), the GGUF loader
-on a file written here with the `gguf` writer, and SmolLM2's real-weight loss."""
+on a file written here with the `gguf` writer, and SmolLM2's real-weight loss.
+
+Only the tests that compare with PyTorch need torch / transformers: each skips itself when they are missing, so the
+GGUF, safetensors and SmolLM2 tests run without them."""
 
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +16,16 @@ import pytest
 from scaling.lm import checkpoints as ck
 from scaling.nn import transformer as lm
 
-torch = pytest.importorskip("torch", reason="cross-checks need torch (pip install torch==2.13.0)")
-transformers = pytest.importorskip("transformers")
+
+
+def _torch():
+  return pytest.importorskip("torch", reason="cross-checks need torch (pip install torch==2.13.0)")
+
+
+def _transformers():
+  _torch()
+  return pytest.importorskip("transformers")
+
 
 # A fixed English text (not from any corpus file) for the SmolLM2 band.
 STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. One day, "
@@ -28,6 +40,7 @@ def _tokens(vocab: int, shape=(2, 11), seed=0) -> np.ndarray:
 
 
 def _torch_logits(model, tokens: np.ndarray) -> np.ndarray:
+  torch = _torch()
   with torch.no_grad():
     return model(torch.as_tensor(tokens, dtype=torch.long)).logits.float().numpy()
 
@@ -38,6 +51,7 @@ def _ours(loaded: ck.Loaded, tokens: np.ndarray) -> np.ndarray:
 
 def _randomise(model, seed: int) -> None:
   """Non-trivial norms and biases too (HF initialises them to 1 / 0, which would hide swapped parameters)."""
+  torch = _torch()
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for p in model.parameters():
@@ -46,6 +60,7 @@ def _randomise(model, seed: int) -> None:
 
 @pytest.mark.parametrize("tied,n_kv,safe", [(True, 2, True), (False, 4, False)])
 def test_llama_matches_transformers(tmp_path, tied, n_kv, safe):
+  torch, transformers = _torch(), _transformers()
   c = transformers.LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                num_attention_heads=4, num_key_value_heads=n_kv, max_position_embeddings=64,
                                rope_theta=500.0, rms_norm_eps=1e-5, tie_word_embeddings=tied)
@@ -62,6 +77,7 @@ def test_llama_matches_transformers(tmp_path, tied, n_kv, safe):
 
 @pytest.mark.parametrize("parallel", [True, False])
 def test_gpt_neox_matches_transformers(tmp_path, parallel):
+  torch, transformers = _torch(), _transformers()
   c = transformers.GPTNeoXConfig(vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                  num_attention_heads=4, max_position_embeddings=64, rotary_pct=0.5,
                                  rotary_emb_base=1000, use_parallel_residual=parallel, tie_word_embeddings=False)
@@ -207,6 +223,38 @@ def test_gguf_loader_round_trip(tmp_path):
 def test_gguf_errors(tmp_path):
   with pytest.raises(FileNotFoundError):
     ck.load_gguf(str(tmp_path / "missing.gguf"))
+  cfg = lm.llama(len(_byte_vocab()), 16, 1, 2, 16, max_len=32)
+  good = tmp_path / "good.gguf"
+  _write_gguf(str(good), lm.init(jax.random.key(0), cfg), cfg, quantize_ffn=False)
+  assert ck.load_gguf(str(good)).cfg.n_layers == 1  # the file below is this one, cut short
+  blob = good.read_bytes()
+  cases = {"cut.gguf": blob[:len(blob) - 512],  # tensor data cut short
+           "head.gguf": blob[:40],  # header cut short
+           "empty.gguf": b"",
+           "other.gguf": b"PK\x03\x04 not a GGUF file at all " * 8}
+  for name, content in cases.items():
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name}: not a readable GGUF file")) as e:
+      ck.load_gguf(str(tmp_path / name))
+    assert e.value.__cause__ is not None, name  # gguf's own exception kept
+
+
+def test_truncated_safetensors_names_the_file(tmp_path):
+  from safetensors.numpy import save_file
+
+  d = tmp_path / "ckpt"
+  d.mkdir()
+  save_file({"a": np.arange(600, dtype=np.float32).reshape(20, 30)}, str(d / "model-00001.safetensors"))
+  save_file({"b": np.ones(400, np.float32)}, str(d / "model-00002.safetensors"))
+  np.testing.assert_array_equal(ck._read_state_dict(str(d))["a"][1], np.arange(30, 60))
+  shard = d / "model-00002.safetensors"
+  shard.write_bytes(shard.read_bytes()[:-100])
+  with pytest.raises(ValueError, match=re.escape(f"{shard}: not a readable safetensors file")) as e:
+    ck._read_state_dict(str(d))
+  assert type(e.value.__cause__).__name__ == "SafetensorError"
+  shard.write_bytes(b"\x05")  # not even a header length
+  with pytest.raises(ValueError, match=re.escape(f"{shard}: not a readable safetensors file")):
+    ck._read_state_dict(str(d))
 
 
 # --------------------------------------------------------------------------------------------------- real SmolLM2
@@ -229,6 +277,7 @@ def test_smollm2_real_weights_loss():
 
 def test_half_precision_safetensors_are_read_as_float32(tmp_path):
   """Checkpoints on the Hub are mostly bf16 / fp16; the loader upcasts them exactly."""
+  torch = _torch()
   from safetensors.torch import save_file
 
   a = torch.randn(3, 4).to(torch.bfloat16)

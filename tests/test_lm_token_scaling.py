@@ -187,7 +187,7 @@ def test_bad_fit_models():
 
 
 def test_figures_and_summary(tmp_path):
-  mono, _ = _monogenic_family()
+  mono, mono_want = _monogenic_family()
   rng = np.random.default_rng(4)
   lnN = np.log(PYTHIA_N[:5])
   poly = 12.0 - 0.5 * lnN[:, None] + rng.normal(0, 1e-3, (5, 20))
@@ -211,11 +211,24 @@ def test_figures_and_summary(tmp_path):
   with pytest.raises(ValueError, match="shape"):
     tsc.figures(ts, losses[:, :10], str(out))
 
+  # the summary's numbers against computations made here, not against the analysis object it prints
   md = tsc.summary_markdown(ts, "Pile test, first 10k predictions")
   assert "| model | N (non-emb) | mean loss (bits) | mean loss (nats) | frac < 0.1 nats |" in md
-  assert f"{ts.fit.exponent:.4f} ± {ts.fit.stderr:.4f}" in md
+  bits = losses.mean(axis=1) / LN2
+  coef, cov = np.polyfit(np.log(PYTHIA_N[:4]), np.log(bits[:4]), 1, cov=True)  # OLS over the 4 fitted models
+  assert f"**α_N = {-coef[0]:.4f} ± {np.sqrt(cov[0, 0]):.4f}**" in md
   assert "Pile test, first 10k predictions" in md and "Excluded from the fit (plotted grey): 1.3b" in md
-  assert f"| 18,915,328 | {ts.mean_loss_bits[0]:.4f} |" in md
+  assert f"| 18,915,328 | {bits[0]:.4f} | {losses[0].mean():.4f} |" in md
+  rand = losses[:, 20 + mono.shape[1]:]  # the uniform block may hold a chance step; counted by hand
   for j in range(1, 5):
-    assert f"| {j} | {PYTHIA_NAMES[j]} | {int((ts.monogenic_index == j).sum()):,} |" in md
-  assert f"{int(ts.polygenic_mask.sum()):,} of the first {losses.shape[1]:,} tokens considered" in md
+    chance = int(np.sum(np.all(rand[:j] > 5.0, axis=0) & np.all(rand[j:] < 0.3, axis=0)))
+    assert f"| {j} | {PYTHIA_NAMES[j]} | {int((mono_want == j).sum()) + chance:,} |" in md  # 10 planted per j
+  lnN = np.log(PYTHIA_N[:5])
+  c1 = np.polyfit(lnN, losses, 1)  # per-token OLS of loss on ln N, all tokens at once
+  fitted = c1[0][None, :] * lnN[:, None] + c1[1][None, :]
+  with np.errstate(divide="ignore", invalid="ignore"):  # flat tokens: R² undefined (nan), never polygenic
+    r2 = 1 - ((losses - fitted) ** 2).sum(0) / ((losses - losses.mean(0)) ** 2).sum(0)
+  n_poly = int(np.sum((c1[0] < -0.3) & (r2 > 0.98)))
+  assert n_poly >= 20  # the 20 planted polygenic tokens
+  assert f"**Polygenic tokens** (slope of loss vs ln N < -0.3 nats, R² > 0.98): {n_poly:,} of the first " \
+         f"{losses.shape[1]:,} tokens considered" in md

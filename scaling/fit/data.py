@@ -50,19 +50,40 @@ def benchmark_csv(name: str) -> str:
   return path
 
 
+BENCHMARK_COLUMNS = ("Domain", "Task", "Model", "Training", "Seen Examples", "Loss")
+
+
 def load_benchmark(path: str, domain: str) -> dict[tuple[str, str], dict[str, np.ndarray]]:
   """Curves of one domain of a `benchmark.*.csv`: {(task, model): {x_fit, y_fit, x_test, y_test}}.
 
   Hygiene of spec §5.7: rows are split by `Training` (1 = fit, 0 = extrapolate), repeated (x, y) pairs are
-  dropped and each part is sorted by x.
+  dropped and each part is sorted by x. A missing column, a short row or a cell that is not a number raises
+  ValueError naming the file, the column and the row as a spreadsheet numbers it (the header is row 1).
   """
   rows: dict[tuple[str, str], dict[int, set[tuple[float, float]]]] = {}
   with open(path, newline="") as f:
-    for r in csv.DictReader(f):
+    reader = csv.DictReader(f)
+    missing = [c for c in BENCHMARK_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+      raise ValueError(f"{path}: row 1 (header) lacks column(s) {missing}; found {reader.fieldnames}")
+    for row_no, r in enumerate(reader, start=2):
+      empty = [c for c in reader.fieldnames if c in BENCHMARK_COLUMNS and r[c] is None]  # file order
+      if empty:
+        raise ValueError(f"{path}: row {row_no} has no cell for column {empty[0]!r} (the row is too short)")
       if r["Domain"] != domain:
         continue
+
+      def number(column: str, row_no: int = row_no, r: dict = r) -> float:
+        try:
+          return float(r[column])
+        except ValueError as e:
+          raise ValueError(f"{path}: row {row_no}, column {column!r}: {r[column]!r} is not a number") from e
+
+      training = number("Training")
+      if training not in (0.0, 1.0):
+        raise ValueError(f"{path}: row {row_no}, column 'Training': {r['Training']!r} is not 0 or 1")
       parts = rows.setdefault((r["Task"], r["Model"]), {0: set(), 1: set()})
-      parts[int(float(r["Training"]))].add((float(r["Seen Examples"]), float(r["Loss"])))
+      parts[int(training)].add((number("Seen Examples"), number("Loss")))
   if not rows:
     raise ValueError(f"no rows of domain {domain!r} in {path}")
   out = {}

@@ -11,10 +11,15 @@ For the last two the `source.n_test` largest x are held out (0: a fifth of the p
 
 The workdir holds `config.json`, `results/<domain>__<method>.json` (one per fitted (domain, method); re-running
 the command skips those present), `summary.md` (the tables) and `figures/<domain>/<curve>.png`.
+
+The stored config holds the resolved absolute path and the sha256 of every data file read (`data`: the benchmark
+CSVs, or the source workdir's curves.npz); a re-run whose data changed is refused, naming the file, before anything
+is loaded from or written to the workdir, so results fitted on old data are never reported for new data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -136,6 +141,54 @@ def addition_curves(workdir: str, metric: str = "min_test_ce", n_test: int = 0) 
   return [bm.split_curve("addition", metric, "4-digit", x[ok], y[ok], _n_test(int(ok.sum()), n_test))]
 
 
+def resolve_data(cfg: dict[str, Any]) -> dict[str, Any]:
+  """`cfg` with absolute data paths in `source` and `data` = {role: {path, sha256}} of each file `load_curves`
+  reads (roles: "lang" / "vision" for the benchmark CSVs, "curves" for a source workdir). Reads only."""
+  cfg = json.loads(json.dumps(cfg))  # a copy
+  src = cfg["source"]
+  paths = {}
+  if src["kind"] == "benchmark":
+    for name, domains in DOMAINS.items():
+      if any(d in domains for d in src["domains"]):
+        src[name] = paths[name] = os.path.abspath(src[name] or data_lib.benchmark_csv(name))
+  else:
+    src["workdir"] = os.path.abspath(src["workdir"])
+    paths["curves"] = os.path.join(src["workdir"], io.CURVES)
+  cfg["data"] = {role: {"path": path, "sha256": sha256(path)} for role, path in paths.items()}
+  return cfg
+
+
+def sha256(path: str) -> str:
+  """Hex sha256 of a file's bytes; FileNotFoundError naming it if it is missing."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"data file {path} does not exist")
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def check_data(workdir: str, cfg: dict[str, Any]) -> None:
+  """Raises ValueError naming each data file whose sha256 differs from the one stored in `workdir/config.json`
+  (the fits there were made on other data). Writes nothing; a workdir without a config passes."""
+  path = os.path.join(workdir, io.CONFIG)
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      stored = json.load(f).get("data") or {}
+  except (json.JSONDecodeError, AttributeError):
+    return  # io.check_config reports a foreign config.json
+  changed = [f"{new['path']} (sha256 {stored[role]['sha256'][:12]}... -> {new['sha256'][:12]}...)"
+             for role, new in cfg["data"].items()
+             if isinstance(stored.get(role), dict) and stored[role].get("path") == new["path"]
+             and stored[role].get("sha256") != new["sha256"]]
+  if changed:
+    raise ValueError(f"the data changed since workdir {workdir} was fitted: {'; '.join(changed)}. Its results are "
+                     "for the old data; fit into a new workdir (or restore the file)")
+
+
 def load_curves(cfg: dict[str, Any]) -> list[bm.Curve]:
   src = cfg["source"]
   if src["kind"] == "sweep":
@@ -152,10 +205,14 @@ def load_curves(cfg: dict[str, Any]) -> list[bm.Curve]:
 def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> tuple[list[bm.Curve], dict, str]:
   """Fits (or resumes) every method on every curve; writes results, `summary.md` and figures; returns
   (curves, {method: [MethodResult per curve]}, the summary text)."""
-  cfg = plan(config)
-  curves = load_curves(cfg)  # reads only: bad paths fail here, before anything is written
+  cfg = resolve_data(plan(config))  # reads only: missing files fail here, before anything is written
   workdir = os.path.abspath(workdir)
-  resumed = io.check_config(workdir, cfg)
+  check_data(workdir, cfg)
+  resumed = io.check_config(workdir, cfg)  # the data hashes are part of the config compared
+  curves = load_curves(cfg)  # reads only: bad files fail here, before anything is written
+  for role, d in cfg["data"].items():  # the bytes loaded are the bytes hashed
+    if sha256(d["path"]) != d["sha256"]:
+      raise ValueError(f"data file {d['path']} ({role}) changed while it was being read; run again")
   os.makedirs(os.path.join(workdir, "results"), exist_ok=True)
   if not resumed:
     io.write_config(workdir, cfg)

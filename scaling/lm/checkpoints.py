@@ -105,7 +105,11 @@ def load_gguf(path: str, undo_rope_permutation: bool = True) -> Loaded:
 
   if not os.path.exists(path):
     raise FileNotFoundError(f"no GGUF file at {path}")
-  reader = gguf.GGUFReader(path)
+  try:
+    reader = gguf.GGUFReader(path)
+  except (ValueError, OSError, IndexError, EOFError) as e:  # bad magic, truncated header or tensor data, empty file
+    raise ValueError(f"{path}: not a readable GGUF file, truncated or of another format "
+                     f"({type(e).__name__}: {e})") from e
   cfg = gguf_config(reader)
   tensors = {t.name: t for t in reader.tensors}
 
@@ -289,11 +293,15 @@ def _read_state_dict(path: str) -> dict[str, np.ndarray]:
   sd: dict[str, np.ndarray] = {}
   for f in files:
     if f.endswith(".safetensors"):
-      from safetensors import safe_open  # noqa: PLC0415
+      from safetensors import SafetensorError, safe_open  # noqa: PLC0415
 
-      with safe_open(f, framework="numpy") as fh:
-        for k in fh.keys():
-          sd[k] = np.asarray(fh.get_tensor(k), np.float32)
+      try:
+        with safe_open(f, framework="numpy") as fh:
+          for k in fh.keys():
+            sd[k] = np.asarray(fh.get_tensor(k), np.float32)
+      except (SafetensorError, OSError) as e:  # a truncated or foreign file
+        raise ValueError(f"{f}: not a readable safetensors file, truncated or of another format "
+                         f"({type(e).__name__}: {e})") from e
     else:
       try:
         import torch  # noqa: PLC0415
