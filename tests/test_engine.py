@@ -214,3 +214,17 @@ def test_toy_learns_with_the_larger_rate(tmp_path):
   final = c["test_loss"][:, :, -1].mean(axis=0)  # [lr]
   assert c.axes["test_loss"] == ("seed", "lr", "log_step")
   assert final[2] < final[0] / 100, f"lr 0.1 fits w* far better than lr 0.01 in 60 steps: {final}"
+
+
+def test_readme_example(tmp_path):
+  """The README's worked example runs as printed (its workdir moved under tmp_path) and learns."""
+  with open(os.path.join(ROOT, "README.md")) as f:
+    text = f.read()
+  block = re.search(r"```python\n(import jax, jax.numpy as jnp, ml_collections\n.*?)```", text, re.S).group(1)
+  block = block.replace('"runs/regression"', repr(str(tmp_path / "regression")))
+  scope: dict = {}
+  exec(compile(block, "README.md", "exec"), scope)  # pylint: disable=exec-used
+  curves = scope["curves"]
+  assert curves.axes["test_loss"] == ("seed", "lr", "log_step") and curves["test_loss"].shape == (2, 2, 11)
+  final = curves["test_loss"][:, :, -1].mean(axis=0)
+  assert final[1] < final[0] / 10, f"lr 0.1 fits w* far better than lr 0.01 in 100 steps: {final}"
