@@ -1,4 +1,7 @@
-"""The trained model family (scaling.lm.family): config validation, the workdir, per-token losses, resume."""
+"""The trained model family (scaling.lm.family): config validation, the workdir, per-token losses, the report.
+
+Kill-and-resume, device counts, NaN stops and bad configs writing nothing are the engine's contract
+(tests/test_engine.py, case "lm_family")."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import pytest
 
 from configs import lm_family
 from scaling.engine import io
+from scaling.engine import loop
 from scaling.lm import corpus as corpus_lib
-from scaling.lm import evaluate, family
+from scaling.lm import evaluate, family, family_checkpoint, family_data, family_train
 from scaling.nn import transformer as lm
 
 STEPS = 40
@@ -52,11 +56,11 @@ def tiny(tmp_path_factory):
 
 def test_config_variants_validate():
   quick = family.plan(lm_family.get_config("quick"))
-  assert len(quick.names) == 4 and quick.config["context"]["length"] == 64
-  assert list(quick.n_nonemb) == sorted(set(quick.n_nonemb))
+  assert len(quick.points) == 4 and quick.config["context"]["length"] == 64
+  assert list(quick.extra.n_nonemb) == sorted(set(quick.extra.n_nonemb))
   full = family.plan(lm_family.get_config("full"))
-  assert len(full.names) == 5 and full.config["tokenizer"]["vocab_size"] == 2048
-  assert full.names == family.plan(lm_family.get_config()).names
+  assert len(full.points) == 5 and full.config["tokenizer"]["vocab_size"] == 2048
+  assert list(full.shape_axes["size"]) == [p.name for p in family.plan(lm_family.get_config()).points]
   with pytest.raises(ValueError, match="unknown variant"):
     lm_family.get_config("huge")
 
@@ -79,43 +83,40 @@ def test_config_variants_validate():
     (dict(eval=dict(n_windows=0)), "eval.n_windows"),
     (dict(corpus=dict(heldout_every=1)), "heldout_every"),
     (dict(n_seeds=0), "n_seeds"),
-    (dict(context=dict(length=10**6, heldout_len=32)), "fewer than one window"),  # found on the data, still early
 ])
-def test_bad_config_raises_before_compiling_or_writing(tmp_path, monkeypatch, sections, match):
-  compiled = []
-  monkeypatch.setattr(family, "init_states", lambda *a, **k: compiled.append(1))
+def test_bad_config_names_the_rule(sections, match):
   with pytest.raises(ValueError, match=match):
-    family.run(tiny_config(**sections), str(tmp_path / "wd"))
-  assert not (tmp_path / "wd").exists() and not compiled
+    family.plan(tiny_config(**sections))
 
 
-def test_unknown_key_is_refused(tmp_path):
-  cfg = tiny_config().to_dict()
-  cfg["train"]["learning_rate"] = 1e-3
-  with pytest.raises(ValueError, match="unknown config keys.*train.learning_rate"):
-    family.run(cfg, str(tmp_path / "wd"))
-  assert not (tmp_path / "wd").exists()
+def test_corpus_too_small_for_the_context_raises_before_compiling_or_writing(tmp_path, monkeypatch):
+  """Found on the data, in `prepare`: the workdir holds only the engine's lock file."""
+  compiled = []
+  monkeypatch.setattr(loop, "init_members", lambda *a, **k: compiled.append(1))
+  with pytest.raises(ValueError, match="fewer than one window"):
+    family.run(tiny_config(context=dict(length=10**6, heldout_len=32)), str(tmp_path / "wd"))
+  assert os.listdir(tmp_path / "wd") == [".lock"] and not compiled
 
 
 # --- pieces
 
 
 def test_schedule_decay_mask_and_stream():
-  spec = family.plan(tiny_config()).specs[0]
-  lr = [float(family.learning_rate(jnp.int32(s), spec)) for s in (0, 5, STEPS)]
+  spec = family.plan(tiny_config()).points[0].spec
+  lr = [float(family_train.learning_rate(jnp.int32(s), spec)) for s in (0, 5, STEPS)]
   np.testing.assert_allclose(lr, [0.0, spec.lr, 0.1 * spec.lr], rtol=1e-6)
-  mask = family.decay_mask(lm.init(jax.random.key(0), spec.model))
+  mask = family_train.decay_mask(lm.init(jax.random.key(0), spec.model))
   assert mask["embed"] and mask["blocks"]["wq"] and mask["blocks"]["w_down"]
   assert not mask["blocks"]["norm1"]["scale"] and not mask["final_norm"]["scale"]
-  s = family.stream(["ab", "c"], lambda t: [ord(ch) for ch in t])
+  s = family_data.stream(["ab", "c"], lambda t: [ord(ch) for ch in t])
   np.testing.assert_array_equal(s, [97, 98, corpus_lib.EOS_ID, 99])
-  train, held = family.split_documents([str(i) for i in range(25)], 10)
+  train, held = family_data.split_documents([str(i) for i in range(25)], 10)
   assert held == ["9", "19"] and len(train) == 23
 
 
 def test_windows_are_slices_of_the_stream():
   train_N = jnp.arange(100, dtype=jnp.int32)
-  w = np.asarray(family.sample_windows(jax.random.key(1), train_N, 16, 7))
+  w = np.asarray(family_train.sample_windows(jax.random.key(1), train_N, 16, 7))
   assert w.shape == (16, 8) and w.min() >= 0 and w.max() <= 99
   np.testing.assert_array_equal(w - w[:, :1], np.broadcast_to(np.arange(8), (16, 8)))
 
@@ -156,9 +157,9 @@ def test_per_token_losses_are_aligned_and_average_to_mean_loss(tiny):
   p = family.plan(tiny_config())
   d = evaluate.load_losses(wd)
   assert [str(n) for n in d["names"]] == summary["names"]
-  tok = family.load_tokenizer(wd)
+  tok = family_data.load_tokenizer(wd)
   docs = corpus_lib.read_documents(corpus_lib.DEFAULT_CORPUS, doc_chars=2000)
-  train_docs, held_docs = family.split_documents(docs, 10)
+  train_docs, held_docs = family_data.split_documents(docs, 10)
   assert tok.to_str() == corpus_lib.train_bpe(train_docs, 300).to_str(), "trained on the training documents"
   held = corpus_lib.tokenize(held_docs, corpus_lib.encoder(tok), max_len=32)
   losses = d["losses_MxT"]
@@ -167,8 +168,12 @@ def test_per_token_losses_are_aligned_and_average_to_mean_loss(tiny):
   mean_loss = jax.jit(lm.mean_loss, static_argnums=(3,))
   for i in (0, 2):
     params = family.final_params(p, i, wd)
-    ref = float(mean_loss(params, jnp.asarray(held.tokens), jnp.asarray(held.lengths), p.specs[i].model))
+    ref = float(mean_loss(params, jnp.asarray(held.tokens), jnp.asarray(held.lengths), p.points[i].spec.model))
     assert abs(losses[i].mean(dtype=np.float64) - ref) < 1e-5
+  loaded = family_checkpoint.load_model(f"family:{wd}")  # the largest size, seed 0
+  assert loaded.source == "family:d24_L1" and loaded.cfg == p.points[2].spec.model
+  assert loaded.tokenizer.to_str() == tok.to_str()
+  jax.tree.map(np.testing.assert_array_equal, loaded.params, family.final_params(p, 2, wd))
 
 
 def test_rerun_skips_training_and_gives_identical_losses(tiny):
@@ -179,40 +184,6 @@ def test_rerun_skips_training_and_gives_identical_losses(tiny):
   assert _read(os.path.join(wd, "metrics.jsonl"), "rb") == metrics, "no new metric lines"
   np.testing.assert_array_equal(evaluate.load_losses(wd)["losses_MxT"], before)
   assert again["names"] == ["d8_L1", "d16_L1", "d24_L1"]
-
-
-class _Killed(Exception):
-  pass
-
-
-def test_kill_and_resume_is_bitwise(tiny, tmp_path, monkeypatch):
-  """Killed in the second size after a metric line that no checkpoint covers; the re-run matches bitwise."""
-  wd_full, _ = tiny
-  real, calls = family.run_chunk, []
-
-  def dying(*args, **kwargs):
-    calls.append(1)
-    if len(calls) > 4 + 3:  # 4 chunks per size: dies at the 4th chunk of the second size
-      raise _Killed()
-    return real(*args, **kwargs)
-
-  wd = str(tmp_path / "resumed")
-  monkeypatch.setattr(family, "run_chunk", dying)
-  with pytest.raises(_Killed):
-    family.run(tiny_config(), wd)
-  # The line of step 20 (eval at 20, train loss of steps 20-29) was written; the checkpoint at step 20 is the state
-  # before that chunk, so the re-run drops the line and computes it again.
-  assert [r["step"] for r in io.read_metrics(wd) if r["point"] == "d16_L1"] == [0, 10, 20]
-  assert not os.path.exists(os.path.join(wd, "losses.npz"))
-  monkeypatch.setattr(family, "run_chunk", real)
-  family.run(tiny_config(), wd)
-  for name in ("d8_L1", "d16_L1", "d24_L1"):
-    a, b = (io.load_npz(os.path.join(w, "points", name + ".npz")) for w in (wd_full, wd))
-    for k in a:
-      np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name} {k}")
-  np.testing.assert_array_equal(evaluate.load_losses(wd)["losses_MxT"], evaluate.load_losses(wd_full)["losses_MxT"])
-  steps = [(r["point"], r["step"]) for r in io.read_metrics(wd)]
-  assert len(steps) == len(set(steps)) == 3 * 5, "one metrics line per size and log step"
 
 
 def test_other_config_or_tokenizer_in_the_same_workdir_is_refused(tiny, tmp_path):
@@ -228,5 +199,5 @@ def test_other_config_or_tokenizer_in_the_same_workdir_is_refused(tiny, tmp_path
   (other / "tokenizer.json").write_text(corpus_lib.train_bpe(docs, 300).to_str())  # trained on all documents
   with pytest.raises(ValueError, match="tokenizer"):
     family.run(tiny_config(), str(other))
-  assert sorted(os.listdir(other)) == ["config.json", "tokenizer.json"]
+  assert sorted(os.listdir(other)) == [".lock", "config.json", "tokenizer.json"]
   assert json.loads(_read(other / "config.json")) == json.loads(_read(os.path.join(wd, "config.json")))

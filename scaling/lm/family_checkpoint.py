@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-import jax
-import numpy as np
-
-from scaling.lm import checkpoints, family
+from scaling.lm import checkpoints, family, family_data
 from scaling.lm.checkpoints import Loaded
 
 
@@ -24,11 +21,12 @@ def load_family_member(workdir: str, name: str | None = None) -> Loaded:
     raise FileNotFoundError(f"{workdir} is not a model-family workdir (no config.json)")
   with open(path) as f:
     p = family.plan(json.load(f))
-  i = len(p.names) - 1 if name is None else (p.names.index(name) if name in p.names else -1)
+  names = [point.name for point in p.points]
+  i = len(names) - 1 if name is None else (names.index(name) if name in names else -1)
   if i < 0:
-    raise ValueError(f"{workdir} has no size {name!r}; sizes: {list(p.names)}")
-  params = jax.tree.map(np.asarray, family.final_params(p, i, os.path.abspath(workdir)))
-  return Loaded(p.specs[i].model, params, family.load_tokenizer(workdir), f"family:{p.names[i]}")
+    raise ValueError(f"{workdir} has no size {name!r}; sizes: {names}")
+  params = family.final_params(p, i, os.path.abspath(workdir))
+  return Loaded(p.points[i].spec.model, params, family_data.load_tokenizer(workdir), f"family:{names[i]}")
 
 
 def load_model(spec: str) -> Loaded:
