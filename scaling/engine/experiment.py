@@ -115,6 +115,10 @@ class Experiment:
     """What the progress line shows of a metrics line."""
     return ""
 
+  def units_per_step(self, plan: Plan, point: Point) -> dict[str, float]:
+    """Work per step of all members, e.g. {"tokens": n}: the metrics lines get `tokens_per_s` next to steps/s."""
+    return {}
+
   def outputs(self, plan: Plan, point: Point, states: Any) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
     """Per-member arrays of a finished point: name -> (array [members, ...], trailing axes)."""
     return {}

@@ -105,6 +105,7 @@ class PointRun:
     exp, spec, log_every = self.exp, self.point.spec, self.plan.log_every
     n_chunks = self.point.steps // log_every
     records: dict[str, list[np.ndarray]] = {}
+    units = exp.units_per_step(self.plan, self.point)
     start = 0
     latest = mngr.latest_step()
     if latest is not None:
@@ -127,8 +128,10 @@ class PointRun:
     def line(step: int, ev: Arrays, extra: dict[str, Any], done: int) -> dict[str, Any]:
       now = time.time()
       real = {k: np.asarray(v)[: self.M] for k, v in ev.items()}
-      return {"point": self.name, **self.point.coords, "step": step, "time": now,
-              "steps_per_s": done / (now - t0) if done else None, **exp.record(self.plan, self.point, real), **extra}
+      rate = done / (now - t0) if done else None
+      rates = {f"{k}_per_s": rate * n if rate else None for k, n in units.items()}
+      return {"point": self.name, **self.point.coords, "step": step, "time": now, "steps_per_s": rate, **rates,
+              **exp.record(self.plan, self.point, real), **extra}
 
     total = n_chunks * log_every
     t0, s0, last_log = time.time(), start * log_every, 0.0

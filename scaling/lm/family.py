@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 from typing import Any, Sequence
@@ -229,8 +228,10 @@ class Family(E.Experiment):
     return {"n_nonemb": (np.asarray(plan.extra.n_nonemb, np.int64), ("size",)),
             "n_params": (np.asarray(plan.extra.n_params, np.int64), ("size",))}
 
+  def units_per_step(self, plan: E.Plan, point: E.Point) -> dict[str, float]:
+    return {"tokens": plan.extra.tokens_per_step}
+
   def finish(self, plan: E.Plan, workdir: str, curves: wd.Curves) -> dict[str, Any]:
-    add_tokens_per_s(plan, workdir)
     return family_report.write(plan, workdir, curves, lambda i: final_params(plan, i, workdir))
 
 
@@ -248,28 +249,6 @@ def seed_keys(plan: E.Plan) -> tuple[jax.Array, jax.Array]:
     keys_S = jax.random.split(jax.random.key(plan.config["seed"]), plan.grid.size)
     purpose_Sx2 = jax.vmap(lambda k: jax.random.split(k, 2))(keys_S)
     return purpose_Sx2[:, 0], purpose_Sx2[:, 1]
-
-
-def add_tokens_per_s(plan: E.Plan, workdir: str) -> None:
-  """Adds `tokens_per_s` (steps/s x predictions per step of all seeds) to the metrics lines that lack it. The
-  engine's `record` hook does not see the rate, so the lines get it once every size is trained."""
-  records = wd.read_metrics(workdir)
-  if all("tokens_per_s" in r for r in records):
-    return
-  per_step = plan.extra.tokens_per_step
-
-  def with_rate(r: dict[str, Any]) -> dict[str, Any]:
-    if "tokens_per_s" in r:
-      return r
-    out = {}
-    for k, v in r.items():
-      out[k] = v
-      if k == "steps_per_s":
-        out["tokens_per_s"] = v * per_step if v else None
-    return out
-
-  wd.atomic_write(os.path.join(workdir, wd.METRICS),
-                  lambda f: f.writelines(json.dumps(with_rate(r)) + "\n" for r in records), "w")
 
 
 def final_params(plan: E.Plan, i: int, workdir: str, seed: int = 0) -> lm.Params:
