@@ -1,15 +1,17 @@
-"""Shared matplotlib helpers (Agg backend; imported only by figure code)."""
+"""Shared matplotlib helpers (imported only by figure code).
+
+The backend is left to matplotlib: headless (no display, `MPLBACKEND` unset) it falls back to Agg, so scripts and
+tests write files; in Jupyter / Colab the kernel's inline backend shows figures. `save` closes what it writes, so
+saved figures are not shown twice."""
 
 from __future__ import annotations
 
 import os
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
 
 
 def tidy_log_axes(fig) -> None:
