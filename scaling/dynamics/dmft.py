@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 
 from scaling.engine import io
-from scaling.config_utils import as_checked_dict, as_tuple
+from scaling.engine.config import as_tuple, checked_dict
 from scaling.dynamics import random_features as rf
 from scaling.dynamics.dmft_figures import (mean_se, plot_curves, plot_ensembles, plot_exponents, plot_frontier,
                                            point_label)
@@ -65,7 +65,7 @@ def _size(v: Any, name: str) -> float:
 
 def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
   """The checked config as a plain dict; ValueError before anything is computed or written."""
-  cfg = as_checked_dict(config, dmft_config())
+  cfg = checked_dict(config, dmft_config())
   if cfg["experiment"] not in EXPERIMENTS:
     raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {cfg['experiment']!r}")
   a, b, M = cfg["task"]["a"], cfg["task"]["b"], cfg["task"]["M"]

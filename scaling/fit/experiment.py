@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from scaling.engine import io
-from scaling.config_utils import as_checked_dict, as_tuple
+from scaling.engine.config import as_tuple, checked_dict
 from scaling.fit import benchmark as bm
 from scaling.fit import data as data_lib
 from scaling.fit import objectives
@@ -56,7 +56,7 @@ def fit_config() -> ml_collections.ConfigDict:
 
 def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
   """The checked config as a plain dict; ValueError on anything wrong (before any file is read or written)."""
-  cfg = as_checked_dict(config, fit_config())
+  cfg = checked_dict(config, fit_config())
   src, f = cfg["source"], cfg["fit"]
   if src["kind"] not in KINDS:
     raise ValueError(f"source.kind must be one of {KINDS}, got {src['kind']!r}")
