@@ -219,9 +219,9 @@ def test_vmapped_seeds_equal_separate_runs():
   (= 1e-3 / 1e-8 = 1e5 here). A batched reduction reorders sums, which changes a gradient by ~eps64 x the sum of the
   absolute terms (2.2e-16 x <= 10: the gradient norms here are ~1-4), so a step moves a parameter by <= 2.2e-10
   differently and 10 steps by <= 2.2e-9 (compounding through the loss is negligible at lr 1e-3 over 10 steps);
-  atol 1e-8 keeps a 4x margin (measured: 8e-15, on the key bias). In float32 the same bound is 1.2e-3: rounding noise in gradients
-  that vanish in exact arithmetic (the key bias shifts all scores of a query equally) becomes ~lr-sized Adam steps,
-  so float32 runs agree only loosely, and how loosely depends on the CPU's vector width.
+  atol 1e-8 keeps a 4x margin (measured: 8e-15, on the key bias). In float32 the same bound is 1.2e-3: rounding noise
+  in gradients that vanish in exact arithmetic (the key bias shifts all scores of a query equally) becomes ~lr-sized
+  Adam steps, so float32 runs agree only loosely, and how loosely depends on the CPU's vector width.
   """
   p = addition.plan(tiny_config(sweep=dict(train_size=(32,), seeds=2)))
   spec, point = _spec(p), p.points[0]

@@ -56,8 +56,8 @@ def _addition():
 # 1.19e-7 ≈ 1e-6 relative. Kills and resumes on the same device count are always bitwise.
 # Addition: its test CE averages 50 problems x 5 digits (log2(250) ≈ 8 ulp ≈ 1e-6); and the training reductions may be
 # reordered too (vmapped 3 seeds vs 1 on avx512 CPUs), perturbing gradients by ~1e-6 relative, which Adam's normalised
-# step turns into <= lr x 1e-6 per step per parameter: <= 20 x 1e-3 x 1e-6 = 2e-8 in the 20 steps, changing the loss by
-# <= ||grad L||_1 x 2e-8 <= sqrt(P = 2.8k) x ||grad L||_2 (<= 4) x 2e-8 ≈ 4e-6, 2e-6 relative to CE ≈ 2.2. The key
+# step turns into <= lr x 1e-6 per step per parameter: <= 20 x 1e-3 x 1e-6 = 2e-8 in the 20 steps, changing the loss
+# by <= ||grad L||_1 x 2e-8 <= sqrt(P = 2.8k) x ||grad L||_2 (<= 4) x 2e-8 ≈ 4e-6, 2e-6 relative to CE ≈ 2.2. The key
 # bias, whose gradient is pure rounding noise (softmax is shift invariant), moves by up to ~lr x steps differently but
 # shifts all scores of a query equally, so the loss does not see it (measured: CE differs by <= 1 ulp). Sum ≈ 3e-6;
 # 1e-5 leaves a 3x margin.
