@@ -33,6 +33,7 @@ from scaling.dynamics import random_features as rf
 from scaling.dynamics.dmft_figures import (mean_se, plot_curves, plot_ensembles, plot_exponents, plot_frontier,
                                            point_label)
 from scaling.dynamics.theory import closed_forms, exponents, inputs, solver
+from scaling.engine import launch
 
 EXPERIMENTS = ("theory_vs_sim", "train_test_gap", "exponents", "compute_optimal", "width_convergence", "ensembles",
                "real_spectrum")
@@ -328,6 +329,7 @@ VARIANTS = {"theory_vs_sim": _theory_vs_sim, "train_test_gap": _theory_vs_sim, "
             "real_spectrum": _real_spectrum}
 
 
+@launch.host_driven
 def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> str:
   """Runs (or reloads) the experiment in `workdir`; writes tables and figures; returns the summary text."""
   cfg = plan(config)

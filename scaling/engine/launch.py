@@ -10,6 +10,7 @@ it does not), calls `run(config, workdir)` and prints what it returns when it is
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from typing import Any, Callable
 
@@ -27,6 +28,17 @@ def _parse(argv: list[str]) -> list[str]:
     bad = [a for a in argv[1:] if a.startswith("--config.")]
     sys.exit(f"{argv[0]}: bad config override {' '.join(bad) or ''}: {type(e).__name__}: {e} "
              "(the field does not exist, or the value has the wrong type)")
+
+
+def host_driven(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """Marks an entry point driven from the host (theory solvers, fits, analysis): it runs with implicit transfers
+  allowed, while the launcher keeps them disallowed everywhere else (a training hot loop must not copy implicitly)."""
+  @functools.wraps(fn)
+  def wrapped(*args: Any, **kwargs: Any) -> Any:
+    import jax  # pylint: disable=import-outside-toplevel
+    with jax.transfer_guard("allow"):
+      return fn(*args, **kwargs)
+  return wrapped
 
 
 def log_devices() -> None:

@@ -35,6 +35,7 @@ from scaling.engine.config import as_tuple, checked_dict
 from scaling.fit import benchmark as bm
 from scaling.fit import data as data_lib
 from scaling.fit import objectives
+from scaling.engine import launch
 
 KINDS = ("benchmark", "sweep", "addition")
 AXES = ("n", "d", "steps")
@@ -202,6 +203,7 @@ def load_curves(cfg: dict[str, Any]) -> list[bm.Curve]:
   return curves
 
 
+@launch.host_driven
 def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> tuple[list[bm.Curve], dict, str]:
   """Fits (or resumes) every method on every curve; writes results, `summary.md` and figures; returns
   (curves, {method: [MethodResult per curve]}, the summary text)."""

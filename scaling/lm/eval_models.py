@@ -15,6 +15,7 @@ from scaling.engine import io
 from scaling.lm import checkpoints
 from scaling.lm import corpus as corpus_lib
 from scaling.lm import evaluate, family_checkpoint
+from scaling.engine import launch
 
 
 def eval_config_dict(config: Any) -> dict[str, Any]:
@@ -55,6 +56,7 @@ def _load(spec: str) -> checkpoints.Loaded:
   return m
 
 
+@launch.host_driven
 def evaluate_models(config: Any, workdir: str) -> str:
   """Per-token losses of every model of `config.models` on the corpus, then the report; returns summary.md.
 

@@ -26,6 +26,7 @@ from scaling.engine import io
 from scaling.lm import corpus as corpus_lib
 from scaling.lm import token_scaling
 from scaling.nn import transformer as lm
+from scaling.engine import launch
 
 LOSSES = "losses.npz"
 
@@ -117,6 +118,7 @@ def load_losses(workdir: str) -> dict[str, np.ndarray]:
   return io.load_npz(path)
 
 
+@launch.host_driven
 def report(workdir: str, contexts: Callable[[int], str] | None = None, fit_models: Any = None) -> str:
   """The per-token scaling report of a losses workdir: figures under `report/` and `summary.md` (returned).
 

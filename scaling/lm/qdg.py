@@ -41,6 +41,7 @@ from scaling.lm import evaluate, family_checkpoint
 from scaling.lm import qdg_cluster as qc
 from scaling.lm import qdg_inputs as qi
 from scaling.nn import transformer as lm
+from scaling.engine import launch
 
 Params = lm.Params
 
@@ -215,6 +216,7 @@ def config_dict(config: Any) -> dict[str, Any]:
   return c
 
 
+@launch.host_driven
 def run(config: Any, workdir: str) -> dict[str, Any]:
   """The whole QDG pipeline into `workdir` (each stage cached; a re-run resumes). Returns a summary dict."""
   c = config_dict(config)

@@ -5,10 +5,14 @@ Switches (`LMConfig`):
     no biases, tied input/output embeddings (SmolLM2).
   * GPT-NeoX: LayerNorm, parallel attention + MLP residual, partial rotary (`rotary_dim < head_dim`), GELU MLP,
     biases, untied `unembed`.
+  * minGPT (the BNSL addition toy): LayerNorm, pre-LN sequential blocks, learned positional embeddings
+    (`position="learned"`, initialised to 0) instead of rotary, GELU MLP, biases, untied head without bias, and
+    minGPT's init (`init="mingpt"`: every matrix N(0, 0.02), biases 0, in minGPT-port key order).
 
 Parameters are a dict pytree with the blocks stacked on a leading layer axis (one `lax.scan` over layers)::
 
   embed        V x D
+  pos_embed    max_len x D (learned positions only)
   blocks/      norm1/{scale[, bias]} LxD, wq LxDx(H*hd), wk/wv LxDx(K*hd), wo Lx(H*hd)xD, [bq, bk, bv, bo],
                norm2/{...}, MLP: w_gate, w_up LxDxF, w_down LxFxD (SwiGLU) or w_up, b_up, w_down, b_down (GELU)
   final_norm/  scale[, bias]  D
@@ -53,6 +57,8 @@ class LMConfig:
   bias: bool = False  # biases on q, k, v, o and the MLP (GPT-NeoX)
   tied: bool = True  # output projection = embed^T
   max_len: int = 2048
+  position: str = "rotary"  # "rotary" or "learned" (absolute embeddings `pos_embed`, init 0; no rotary)
+  init: str = "gpt2"  # "gpt2" (output projections std / sqrt(2 L)) or "mingpt" (every matrix std)
   name: str = ""
 
   def __post_init__(self):
@@ -69,6 +75,10 @@ class LMConfig:
       bad.append(f"norm={self.norm!r} is not 'rms' or 'layer'")
     if self.mlp not in ("swiglu", "gelu"):
       bad.append(f"mlp={self.mlp!r} is not 'swiglu' or 'gelu'")
+    if self.position not in ("rotary", "learned"):
+      bad.append(f"position={self.position!r} is not 'rotary' or 'learned'")
+    if self.init not in ("gpt2", "mingpt"):
+      bad.append(f"init={self.init!r} is not 'gpt2' or 'mingpt'")
     if not bad and (self.rot_dim % 2 or not 0 <= self.rot_dim <= self.hd):
       bad.append(f"rotary_dim={self.rot_dim} must be even and within [0, head_dim={self.hd}]")
     if bad:
@@ -84,6 +94,8 @@ class LMConfig:
 
   @property
   def rot_dim(self) -> int:
+    if self.position == "learned":
+      return 0
     return self.hd if self.rotary_dim is None else self.rotary_dim
 
 
@@ -101,22 +113,38 @@ def gpt_neox(vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_ff: i
                      "bias": True, "tied": False, "name": "gpt_neox", **kw})
 
 
+def mingpt(vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_ff: int, max_len: int,
+           **kw: Any) -> LMConfig:
+  """minGPT's GPT: LayerNorm, pre-LN sequential blocks, learned positions, GELU, biases, untied head, its init."""
+  return LMConfig(vocab_size, d_model, n_layers, n_heads, d_ff,
+                  **{"norm": "layer", "mlp": "gelu", "bias": True, "tied": False, "max_len": max_len,
+                     "position": "learned", "init": "mingpt", "name": "mingpt", **kw})
+
+
 # --------------------------------------------------------------------------------------------------------------- init
 
 
 def init(key: jax.Array, cfg: LMConfig, std: float = 0.02) -> Params:
   """Random parameters: normal(0, std) matrices (output projections of each block scaled by 1/sqrt(2 L), as in
-  GPT-2), zero biases, unit norm scales; float32."""
+  GPT-2), zero biases, unit norm scales, zero positional embeddings; float32. `init="mingpt"`: every matrix N(0, std)
+  (no output scaling), drawn in the key order of the addition toy's minGPT port (its numbers are unchanged)."""
   L, D, F, V = cfg.n_layers, cfg.d_model, cfg.d_ff, cfg.vocab_size
   q, kv = cfg.n_heads * cfg.hd, cfg.kv_heads * cfg.hd
-  k_embed, k_unembed, k_blocks = jax.random.split(key, 3)
-  out_std = std / math.sqrt(2 * L)
+  out_std = std / math.sqrt(2 * L) if cfg.init == "gpt2" else std
   shapes = {"wq": ((L, D, q), std), "wk": ((L, D, kv), std), "wv": ((L, D, kv), std), "wo": ((L, q, D), out_std),
             "w_up": ((L, D, F), std), "w_down": ((L, F, D), out_std)}
   if cfg.mlp == "swiglu":
     shapes["w_gate"] = ((L, D, F), std)
-  keys = jax.random.split(k_blocks, len(shapes))
-  blocks: Params = {n: s * jax.random.normal(k, shape, jnp.float32) for k, (n, (shape, s)) in zip(keys, shapes.items())}
+  normal = lambda k, shape, s: s * jax.random.normal(k, shape, jnp.float32)
+  if cfg.init == "mingpt":  # split(key, 2 + L) -> embed, unembed, one key per layer split over its matrices
+    k_embed, k_unembed, *k_layers = jax.random.split(key, 2 + L)
+    keys_L = [jax.random.split(k, len(shapes)) for k in k_layers]
+    blocks: Params = {n: jnp.stack([normal(ks[j], shape[1:], s) for ks in keys_L])
+                      for j, (n, (shape, s)) in enumerate(shapes.items())}
+  else:
+    k_embed, k_unembed, k_blocks = jax.random.split(key, 3)
+    keys = jax.random.split(k_blocks, len(shapes))
+    blocks = {n: normal(k, shape, s) for k, (n, (shape, s)) in zip(keys, shapes.items())}
   if cfg.bias:
     blocks.update(bq=jnp.zeros((L, q)), bk=jnp.zeros((L, kv)), bv=jnp.zeros((L, kv)), bo=jnp.zeros((L, D)))
     if cfg.mlp == "gelu":
@@ -125,6 +153,8 @@ def init(key: jax.Array, cfg: LMConfig, std: float = 0.02) -> Params:
     blocks[n] = _norm_params(cfg, (L, D))
   params: Params = {"embed": std * jax.random.normal(k_embed, (V, D), jnp.float32), "blocks": blocks,
                     "final_norm": _norm_params(cfg, (D,))}
+  if cfg.position == "learned":
+    params["pos_embed"] = jnp.zeros((cfg.max_len, D), jnp.float32)
   if not cfg.tied:
     params["unembed"] = std * jax.random.normal(k_unembed, (D, V), jnp.float32)
   return params
@@ -143,12 +173,20 @@ def param_shapes(cfg: LMConfig) -> Params:
 
 
 def count_params(cfg: LMConfig) -> tuple[int, int]:
-  """(total, non-embedding) parameter counts; non-embedding = all but `embed` and `unembed` (norms included), the
-  convention of Pythia's `num_params` that the paper's Fig 3 uses (pythia-70m: 18,915,328)."""
+  """(total, non-embedding) parameter counts; non-embedding = all but `embed`, `unembed` and `pos_embed` (norms
+  included), the convention of Pythia's `num_params` that the paper's Fig 3 uses (pythia-70m: 18,915,328)."""
   shapes = param_shapes(cfg)
   total = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
-  emb = sum(int(np.prod(shapes[n].shape)) for n in EMBED_NAMES if n in shapes)
+  emb = sum(int(np.prod(shapes[n].shape)) for n in EMBED_NAMES + ("pos_embed",) if n in shapes)
   return total, total - emb
+
+
+LINEAR_WEIGHTS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "unembed")
+
+
+def linear_weight_mask(params: Params) -> Params:
+  """True at the weight matrices of Linear layers (minGPT's weight-decay rule: not biases, norms or embeddings)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: str(path[-1].key) in LINEAR_WEIGHTS, params)
 
 
 # ------------------------------------------------------------------------------------------------------------ forward
@@ -187,46 +225,63 @@ def _rope(x_BxTxHxE: jax.Array, cos_TxR: jax.Array, sin_TxR: jax.Array) -> jax.A
   return jnp.concatenate([rot * cos + rotated * sin, rest], axis=-1)
 
 
-def _attention(p: Params, x_BxTxD: jax.Array, cos: jax.Array, sin: jax.Array, cfg: LMConfig) -> jax.Array:
+def _dense(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x @ w over the last axis, as one 2-D matmul (XLA:CPU differentiates 3-D ones ~1.5x slower)."""
+  return (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + (w.shape[1],))
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU as PyTorch's nn.GELU(); written out since jax.nn.gelu(approximate=False) differentiates ~3x
+  slower on XLA:CPU."""
+  return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def _attention(p: Params, x_BxTxD: jax.Array, cos: jax.Array, sin: jax.Array, cfg: LMConfig,
+               first: int = 0) -> jax.Array:
+  """Causal self-attention output at positions first..T-1 (queries there; keys and values at every position)."""
   B, T, _ = x_BxTxD.shape
-  H, K, E = cfg.n_heads, cfg.kv_heads, cfg.hd
-  q, k, v = (jnp.einsum("btd,de->bte", x_BxTxD, p[w]) for w in ("wq", "wk", "wv"))
+  H, K, E, Q = cfg.n_heads, cfg.kv_heads, cfg.hd, T - first
+  q, k, v = _dense(x_BxTxD[:, first:], p["wq"]), _dense(x_BxTxD, p["wk"]), _dense(x_BxTxD, p["wv"])
   if cfg.bias:
     q, k, v = q + _lead(p["bq"], q), k + _lead(p["bk"], k), v + _lead(p["bv"], v)
-  q_BxTxHxE = _rope(q.reshape(B, T, H, E), cos, sin)
+  q_BxQxHxE = _rope(q.reshape(B, Q, H, E), cos[first:], sin[first:])
   k_BxTxKxE = _rope(k.reshape(B, T, K, E), cos, sin)
   v_BxTxKxE = v.reshape(B, T, K, E)
-  q_BxTxKxGxE = q_BxTxHxE.reshape(B, T, K, H // K, E)  # query head h uses kv head h // (H/K), as repeat_kv does
-  s_BxKxGxTxS = jnp.einsum("btkge,bske->bkgts", q_BxTxKxGxE, k_BxTxKxE) / math.sqrt(E)
-  causal_TxS = jnp.tril(jnp.ones((T, T), bool))
-  s_BxKxGxTxS = jnp.where(causal_TxS[None, None, None], s_BxKxGxTxS, jnp.finfo(jnp.float32).min)
-  w_BxKxGxTxS = jax.nn.softmax(s_BxKxGxTxS, axis=-1)
-  o_BxTxKxGxE = jnp.einsum("bkgts,bske->btkge", w_BxKxGxTxS, v_BxTxKxE)
-  out = jnp.einsum("bte,ed->btd", o_BxTxKxGxE.reshape(B, T, H * E), p["wo"])
+  q_BxQxKxGxE = q_BxQxHxE.reshape(B, Q, K, H // K, E)  # query head h uses kv head h // (H/K), as repeat_kv does
+  s_BxKxGxQxS = jnp.einsum("btkge,bske->bkgts", q_BxQxKxGxE, k_BxTxKxE) / math.sqrt(E)
+  causal_QxS = jnp.arange(first, T)[:, None] >= jnp.arange(T)[None, :]
+  s_BxKxGxQxS = jnp.where(causal_QxS[None, None, None], s_BxKxGxQxS, jnp.finfo(jnp.float32).min)
+  w_BxKxGxQxS = jax.nn.softmax(s_BxKxGxQxS, axis=-1)
+  o_BxQxKxGxE = jnp.einsum("bkgts,bske->btkge", w_BxKxGxQxS, v_BxTxKxE)
+  out = _dense(o_BxQxKxGxE.reshape(B, Q, H * E), p["wo"])
   return out + _lead(p["bo"], out) if cfg.bias else out
 
 
 def _mlp(p: Params, x_BxTxD: jax.Array, cfg: LMConfig) -> jax.Array:
-  up = jnp.einsum("btd,df->btf", x_BxTxD, p["w_up"])
+  up = _dense(x_BxTxD, p["w_up"])
   if cfg.mlp == "swiglu":
-    h = jax.nn.silu(jnp.einsum("btd,df->btf", x_BxTxD, p["w_gate"])) * up
-    return jnp.einsum("btf,fd->btd", h, p["w_down"])
-  h = jax.nn.gelu(up + _lead(p["b_up"], up), approximate=False)
-  out = jnp.einsum("btf,fd->btd", h, p["w_down"])
+    return _dense(jax.nn.silu(_dense(x_BxTxD, p["w_gate"])) * up, p["w_down"])
+  out = _dense(gelu(up + _lead(p["b_up"], up)), p["w_down"])
   return out + _lead(p["b_down"], out)
 
 
-def _block(p: Params, x_BxTxD: jax.Array, cos: jax.Array, sin: jax.Array, cfg: LMConfig) -> jax.Array:
-  attn = _attention(p, _norm(p["norm1"], x_BxTxD, cfg), cos, sin, cfg)
+def _block(p: Params, x_BxTxD: jax.Array, cos: jax.Array, sin: jax.Array, cfg: LMConfig,
+           first: int = 0) -> jax.Array:
+  """One block; the output at positions first..T-1 only."""
+  attn = _attention(p, _norm(p["norm1"], x_BxTxD, cfg), cos, sin, cfg, first)
   if cfg.parallel_residual:
-    return x_BxTxD + attn + _mlp(p, _norm(p["norm2"], x_BxTxD, cfg), cfg)
-  x_BxTxD = x_BxTxD + attn
-  return x_BxTxD + _mlp(p, _norm(p["norm2"], x_BxTxD, cfg), cfg)
+    x_BxQxD = x_BxTxD[:, first:]
+    return x_BxQxD + attn + _mlp(p, _norm(p["norm2"], x_BxQxD, cfg), cfg)
+  x_BxQxD = x_BxTxD[:, first:] + attn
+  return x_BxQxD + _mlp(p, _norm(p["norm2"], x_BxQxD, cfg), cfg)
 
 
 def embed(params: Params, tokens_BxT: jax.Array) -> jax.Array:
-  """Input embeddings [B, T, D]."""
-  return jnp.take(params["embed"], tokens_BxT, axis=0)
+  """Input embeddings [B, T, D] (plus the learned positional embeddings where the model has them)."""
+  x_BxTxD = jnp.take(params["embed"], tokens_BxT, axis=0)
+  if "pos_embed" in params:
+    x_BxTxD = x_BxTxD + params["pos_embed"][None, : tokens_BxT.shape[1]]
+  return x_BxTxD
 
 
 def run_blocks(blocks: Params, x_BxTxD: jax.Array, cfg: LMConfig, remat: bool = False) -> jax.Array:
@@ -244,20 +299,31 @@ def run_blocks(blocks: Params, x_BxTxD: jax.Array, cfg: LMConfig, remat: bool = 
 
 
 def head(params: Params, x_BxTxD: jax.Array, cfg: LMConfig) -> jax.Array:
-  """Final norm and output projection: logits [B, T, V] (float32)."""
+  """Final norm and output projection (no bias): logits [B, T, V] (float32)."""
   h = _norm(params["final_norm"], x_BxTxD, cfg)
-  w_DxV = params["embed"].T if cfg.tied else params["unembed"]
-  return jnp.einsum("btd,dv->btv", h, w_DxV)
+  return _dense(h, params["embed"].T if cfg.tied else params["unembed"])
 
 
-def apply(params: Params, tokens_BxT: jax.Array, cfg: LMConfig, remat: bool = False) -> jax.Array:
-  """Logits [B, T, V] of a causal LM; position t sees tokens 0..t. Trailing padding does not change earlier
-  positions."""
+def apply(params: Params, tokens_BxT: jax.Array, cfg: LMConfig, remat: bool = False, first: int = 0) -> jax.Array:
+  """Logits [B, T - first, V] of a causal LM at positions first..T-1; position t sees tokens 0..t. Trailing padding
+  does not change earlier positions. `first` > 0 skips the last block's queries, MLP and head at earlier positions
+  (the same logits as `apply(...)[:, first:]` up to float rounding)."""
   if tokens_BxT.ndim != 2:
     raise ValueError(f"tokens must be [batch, time], got shape {tokens_BxT.shape}")
-  if tokens_BxT.shape[1] > cfg.max_len:
-    raise ValueError(f"sequence length {tokens_BxT.shape[1]} exceeds max_len={cfg.max_len}")
-  return head(params, run_blocks(params["blocks"], embed(params, tokens_BxT), cfg, remat), cfg)
+  T = tokens_BxT.shape[1]
+  if T > cfg.max_len:
+    raise ValueError(f"sequence length {T} exceeds max_len={cfg.max_len}")
+  if not 0 <= first < T:
+    raise ValueError(f"first={first} must be in [0, {T})")
+  x_BxTxD = embed(params, tokens_BxT)
+  if not first:
+    return head(params, run_blocks(params["blocks"], x_BxTxD, cfg, remat), cfg)
+  L = cfg.n_layers
+  if L > 1:
+    x_BxTxD = run_blocks(jax.tree.map(lambda a: a[: L - 1], params["blocks"]), x_BxTxD, cfg, remat)
+  cos, sin = rope_tables(jnp.arange(T), cfg)
+  x_BxQxD = _block(jax.tree.map(lambda a: a[L - 1], params["blocks"]), x_BxTxD, cos, sin, cfg, first)
+  return head(params, x_BxQxD, cfg)
 
 
 def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:

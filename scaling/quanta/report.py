@@ -17,6 +17,7 @@ import numpy as np
 from scaling.fit import loglog
 from scaling.quanta import analysis, theory
 from scaling.quanta.runs import Run, load_run
+from scaling.engine import launch
 
 EXPONENT_TOL = 0.08  # spec §7's tolerance on α_N, used for every exponent vs the paper's Fig 9/10 values
 _TOL_SOURCE = "paper ±0.08 (spec §7's α_N tolerance, applied to every exponent)"
@@ -236,6 +237,7 @@ def merged_fits(runs: list[Run]) -> dict[str, dict[float, loglog.Fit]]:
   return out
 
 
+@launch.host_driven
 def report(workdirs: list[str]) -> str:
   """Analyses each workdir, writes its figures (PNG and PDF) into it, and returns the printed text.
 
