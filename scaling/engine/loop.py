@@ -16,7 +16,7 @@ import contextlib
 import functools
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,21 +28,20 @@ from scaling.engine import checkpoints
 from scaling.engine import members as members_lib
 from scaling.engine import io as wd
 
-if TYPE_CHECKING:
-  from scaling.engine.experiment import Experiment, Plan, Point
-
+# Types: `exp` is a `scaling.engine.experiment.Experiment`, `plan` / `point` its `Plan` / `Point` (not imported here:
+# experiment.py imports this module).
 LOG_SECONDS = 10.0  # seconds between progress lines
 Arrays = dict[str, np.ndarray]
 
 
 # Compiled entry points: one program per (experiment, spec), vmapped over the member axis of states and inputs.
 @functools.partial(jax.jit, static_argnames=("exp", "spec"))
-def init_members(inputs: Any, shared: Any, *, exp: "Experiment", spec: Any):
+def init_members(inputs: Any, shared: Any, *, exp: Any, spec: Any):
   return jax.vmap(lambda i: exp.init(i, shared, spec=spec))(inputs)
 
 
 @functools.partial(jax.jit, static_argnames=("exp", "spec", "n_steps"), donate_argnums=(0,))
-def run_chunk(states: Any, consts: Any, shared: Any, start: jax.Array, *, exp: "Experiment", spec: Any, n_steps: int):
+def run_chunk(states: Any, consts: Any, shared: Any, start: jax.Array, *, exp: Any, spec: Any, n_steps: int):
   """(states, evals at `start`, per-step metric means, first non-finite step per member or -1)."""
   states, evals, per_step = jax.vmap(
       lambda s, c: exp.chunk(s, c, shared, start, spec=spec, n_steps=n_steps))(states, consts)
@@ -52,14 +51,14 @@ def run_chunk(states: Any, consts: Any, shared: Any, start: jax.Array, *, exp: "
 
 
 @functools.partial(jax.jit, static_argnames=("exp", "spec"))
-def run_evaluate(states: Any, consts: Any, shared: Any, step: jax.Array, *, exp: "Experiment", spec: Any):
+def run_evaluate(states: Any, consts: Any, shared: Any, step: jax.Array, *, exp: Any, spec: Any):
   return jax.vmap(lambda s, c: exp.evaluate(s, c, shared, step, spec=spec))(states, consts)
 
 
 class PointRun:
   """Runs one point of an experiment's plan in a workdir, on a mesh."""
 
-  def __init__(self, exp: "Experiment", plan: "Plan", point: "Point", workdir: str, mesh: Any):
+  def __init__(self, exp: Any, plan: Any, point: Any, workdir: str, mesh: Any):
     self.exp, self.plan, self.point, self.workdir, self.mesh = exp, plan, point, workdir, mesh
     self.name, self.M = point.name, plan.grid.size
     self.npz = os.path.join(workdir, "points", point.name + ".npz")
