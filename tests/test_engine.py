@@ -40,14 +40,29 @@ def _msp():
   return msp.EXPERIMENT, c, {"train.optimizer": "sgd", "sweep.lr": (1e-3, 1e38)}, {"sweep.width": ()}
 
 
+def _rf_gd():
+  from scaling.dynamics import rf_gd  # pylint: disable=import-outside-toplevel
+  c = rf_gd.rf_gd_config()  # M=50, (N, P) = (8, 12) and (12, inf), 3 seeds (padded to 4 on 4), 40 steps in 4 chunks
+  c.task.update(M=50)
+  c.train.update(eta=0.2, steps=40, log_every=10, checkpoint_every=1)
+  c.sweep.update(points=((8, 12), (12, 0)), seeds=3)
+  # b = 400: λ_k underflows to 0 and w*_k overflows to inf for large k, so g = Ψw* and L̂ are NaN from step 0 while
+  # μ_max (of Ψ ∝ √λ) stays finite; GD under η·μ_max < 2 cannot diverge later.
+  return rf_gd.EXPERIMENT, c, {"task.b": 400.0}, {"sweep.points": ()}
+
+
 # Relative tolerance of 4 devices against 1 (0: bitwise). Splitting the member axis over devices lets XLA:CPU
 # vectorise and fuse the per-member reductions differently; a reordered pairwise sum of n float32 terms differs by up
 # to ~log2(n) ulp (eps32 = 1.19e-7), and MSP's evaluation averages 5 tasks x 64 samples (log2(320) ≈ 8.3): 8.3 x
 # 1.19e-7 ≈ 1e-6 relative. Kills and resumes on the same device count are always bitwise.
-TOLERANCE = {"msp": 1e-6}
+# rf_gd is float64: the same reordering of its length-n dot products (n <= max(N, P, M) = 50: log2(50) ≈ 6 ulp,
+# eps64 = 2.2e-16) in each of its 40 GD steps, which stable GD (|1 - ημ| <= 1 on every mode) does not amplify, adds up
+# to <= 40 x 6 x 2.2e-16 ≈ 5e-14 relative in w, ≈ 1e-13 in the losses (squares; they stay O(1), no cancellation).
+# Measured: 1 ulp.
+TOLERANCE = {"msp": 1e-6, "rf_gd": 1e-13}
 
 # id -> () -> (experiment, tiny config, overrides that make a training loss NaN, overrides that are invalid)
-EXPERIMENTS = {"toy": _toy, "msp": _msp}
+EXPERIMENTS = {"toy": _toy, "msp": _msp, "rf_gd": _rf_gd}
 
 
 def _with(config, overrides):
