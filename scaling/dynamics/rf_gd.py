@@ -112,9 +112,11 @@ def settings(cfg: dict[str, Any]) -> Settings:
                   lam_M, wstar_M)
 
 
-def _seed_keys(seed: int, n_seeds: int) -> jax.Array:
+def _seed_keys(seed: int, n_seeds: int, index: np.ndarray | None = None) -> jax.Array:
+  """split(key(seed), n_seeds), optionally taken at `index` (the members' seed indices)."""
   with jax.transfer_guard("allow"):  # setup on the host: keys from Python ints
-    return jax.random.split(jax.random.key(seed), n_seeds)
+    keys = jax.random.split(jax.random.key(seed), n_seeds)
+    return keys if index is None else keys[index]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -190,7 +192,7 @@ class RFGD(E.Experiment):
 
   def inputs(self, plan: E.Plan, point: E.Point):
     s = settings(plan.config)
-    keys = _seed_keys(plan.config["seed"], s.n_seeds)[plan.grid.index("seed")]
+    keys = _seed_keys(plan.config["seed"], s.n_seeds, plan.grid.index("seed"))
     return keys, (s.lam_M, s.wstar_M, np.float64(s.eta))
 
   def init(self, key, shared, *, spec: Spec):
