@@ -61,6 +61,15 @@ def _addition():
   c.train.update(steps=20, log_every=10, lr=1e-3, checkpoint_every=1)
   c.sweep.update(train_size=(8, 16), seeds=3)  # 3 seeds: padded to 4 on 4 devices
   return addition.EXPERIMENT, c, {"train.lr": 1e30}, {"sweep.train_size": ()}
+def _rf_gd():
+  from scaling.dynamics import rf_gd  # pylint: disable=import-outside-toplevel
+  c = rf_gd.rf_gd_config()  # M=50, (N, P) = (8, 12) and (12, inf), 3 seeds (padded to 4 on 4), 40 steps in 4 chunks
+  c.task.update(M=50)
+  c.train.update(eta=0.2, steps=40, log_every=10, checkpoint_every=1)
+  c.sweep.update(points=((8, 12), (12, 0)), seeds=3)
+  # b = 400: λ_k underflows to 0 and w*_k overflows to inf for large k, so g = Ψw* and L̂ are NaN from step 0 while
+  # μ_max (of Ψ ∝ √λ) stays finite; GD under η·μ_max < 2 cannot diverge later.
+  return rf_gd.EXPERIMENT, c, {"task.b": 400.0}, {"sweep.points": ()}
 
 
 # Relative tolerance of 4 devices against 1 (0: bitwise). Splitting the member axis over devices lets XLA:CPU
@@ -78,10 +87,14 @@ def _addition():
 # bias, whose gradient is pure rounding noise (softmax is shift invariant), moves by up to ~lr x steps differently but
 # shifts all scores of a query equally, so the loss does not see it (measured: CE differs by <= 1 ulp). Sum ≈ 3e-6;
 # 1e-5 leaves a 3x margin.
-TOLERANCE = {"msp": 1e-6, "lm_family": 2e-6, "addition": 1e-5}
+# rf_gd is float64: the same reordering of its length-n dot products (n <= max(N, P, M) = 50: log2(50) ≈ 6 ulp,
+# eps64 = 2.2e-16) in each of its 40 GD steps, which stable GD (|1 - ημ| <= 1 on every mode) does not amplify, adds up
+# to <= 40 x 6 x 2.2e-16 ≈ 5e-14 relative in w, ≈ 1e-13 in the losses (squares; they stay O(1), no cancellation).
+# Measured: 1 ulp.
+TOLERANCE = {"msp": 1e-6, "lm_family": 2e-6, "addition": 1e-5, "rf_gd": 1e-13}
 
 # id -> () -> (experiment, tiny config, overrides that make a training loss NaN, overrides that are invalid)
-EXPERIMENTS = {"toy": _toy, "msp": _msp, "lm_family": _lm_family, "addition": _addition}
+EXPERIMENTS = {"toy": _toy, "msp": _msp, "lm_family": _lm_family, "addition": _addition, "rf_gd": _rf_gd}
 
 
 def _with(config, overrides):
@@ -164,7 +177,7 @@ def test_nan_stop_names_step_and_member(case, tmp_path):
   assert m, str(e.value)
   step = int(m.group(2))
   logged = [r["step"] for r in wd.read_metrics(w)]
-  assert logged and max(logged) <= step, f"nothing is logged after the step the stop names ({step}): {logged}"
+  assert max(logged, default=step) <= step, f"nothing is logged after the step the stop names ({step}): {logged}"
 
 
 def test_workdir_in_use_is_refused_and_a_killed_holder_never_blocks(case, tmp_path):

@@ -1,13 +1,15 @@
-"""Discrete GD of the random-feature model through the sweep engine: plumbing, resume, validation, theory."""
+"""Discrete GD of the random-feature model on the engine: GD numbers, the per-step loss, the η·μ_max < 2 check,
+the DMFT comparison. Kill-and-resume, device counts, bad configs and NaN stops: tests/test_engine.py (rf_gd)."""
 
 import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling.engine import io
+from scaling.engine import io, loop
 from scaling.dynamics import random_features as rf
 from scaling.dynamics import rf_gd
 
@@ -60,71 +62,47 @@ def test_loop_equals_run_gd_and_a_finished_run_is_skipped(tmp_path, monkeypatch)
   def never(*args, **kwargs):
     raise AssertionError("a finished point was trained again")
 
-  monkeypatch.setattr(rf_gd, "run_chunk", never)
+  monkeypatch.setattr(loop, "run_chunk", never)
   again = rf_gd.run(c, wd)
   for name in ARRAYS:
     np.testing.assert_array_equal(again[name], curves[name])
   assert len(io.read_metrics(wd)) == len(records)
 
 
-class _Killed(Exception):
-  pass
+def test_per_step_loss_is_the_train_loss_before_each_step():
+  """The engine's per-step "loss" at step start + i is L̂ of the weights after start + i updates: the chunk-start
+  evaluation for i = 0, and run_gd's loss after update i for i >= 1; 4 steps of 40, through loop.run_chunk."""
+  c = tiny_config()
+  plan = rf_gd.plan(c)
+  point = plan.points[0]
+  with jax.enable_x64(True):
+    keys, shared = rf_gd.EXPERIMENT.inputs(plan, point)
+    with jax.transfer_guard("allow"):
+      states, problems = loop.init_members(keys, shared, exp=rf_gd.EXPERIMENT, spec=point.spec)
+      per_step = []
+      for start in range(0, 8, 2):
+        ev0 = loop.run_evaluate(states, problems, shared, jnp.int32(start), exp=rf_gd.EXPERIMENT, spec=point.spec)
+        states, ev, means, first = loop.run_chunk(states, problems, shared, jnp.int32(start), exp=rf_gd.EXPERIMENT,
+                                                  spec=point.spec, n_steps=1)
+        np.testing.assert_array_equal(ev["train_loss"], ev0["train_loss"])
+        np.testing.assert_allclose(means["loss"], ev["train_loss"], rtol=1e-14)
+        assert np.all(np.asarray(first) == -1)
+        per_step.append(np.asarray(means["loss"]))
+  lam, wstar = rf.power_law_task(1.5, 1.25, 50)
+  A, psi = rf.sample(jax.random.split(jax.random.key(0), 3)[0], lam, 8, 12)
+  gd = rf.run_gd(A, psi, lam, wstar, 0.2, 3)
+  np.testing.assert_allclose([l[0] for l in per_step[1:]], gd["train"], rtol=1e-12)
+  assert per_step[0][0] > gd["train"][0]
 
 
-@pytest.mark.parametrize("checkpoint_every,kill_after", [(1, 2), (2, 3), (3, 1)])
-def test_kill_and_resume_is_bitwise(tmp_path, monkeypatch, checkpoint_every, kill_after):
-  """Kill inside the second point after `kill_after` of its 4 chunks (between checkpoints for (2, 3), before its
-  first one for (3, 1)), re-run: same curves, bitwise."""
-  c = tiny_config(train=dict(checkpoint_every=checkpoint_every))
-  full = rf_gd.run(c, str(tmp_path / "full"))
-  real, calls = rf_gd.run_chunk, []
-
-  def dying(*args, **kwargs):
-    calls.append(1)
-    if len(calls) > kill_after + 4:  # 4 chunks per point: dies inside the second point
-      raise _Killed()
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(rf_gd, "run_chunk", dying)
-  with pytest.raises(_Killed):
-    rf_gd.run(c, str(tmp_path / "resumed"))
-  saved = os.listdir(tmp_path / "resumed" / "checkpoints" / "N12_Pinf")
-  assert bool(saved) == (kill_after >= checkpoint_every), saved
-  monkeypatch.setattr(rf_gd, "run_chunk", real)
-  resumed = rf_gd.run(c, str(tmp_path / "resumed"))
-  for name in ARRAYS:
-    np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
-  steps = [(r["point"], r["step"]) for r in io.read_metrics(str(tmp_path / "resumed"))]
-  assert len(steps) == len(set(steps)) == 2 * 5, "metrics.jsonl has one line per point and log step"
-
-
-@pytest.mark.parametrize("sections,match", [
-    (dict(sweep=dict(points=())), "sweep.points is empty"),
-    (dict(sweep=dict(points=((8, 12), (8, 12)))), "repeated"),
-    (dict(sweep=dict(points=((0, 12),))), "sweep.points"),
-    (dict(sweep=dict(points=((8, -1),))), "sweep.points"),
-    (dict(sweep=dict(points=((8, 12, 3),))), "sweep.points"),
-    (dict(sweep=dict(points=((8.0, 12),))), "sweep.points"),
-    (dict(sweep=dict(seeds=0)), "sweep.seeds"),
-    (dict(task=dict(M=0)), "task.M"),
-    (dict(task=dict(a=-1.0)), "task.a"),
-    (dict(task=dict(b=float("inf"))), "task.b"),
-    (dict(train=dict(eta=0.0)), "train.eta"),
-    (dict(train=dict(eta=float("nan"))), "train.eta"),
-    (dict(train=dict(steps=45)), "multiple of"),
-    (dict(train=dict(log_every=0)), "train.log_every"),
-    (dict(train=dict(checkpoint_every=0)), "train.checkpoint_every"),
-])
-def test_bad_config_raises_before_compiling_or_writing(tmp_path, monkeypatch, sections, match):
-  compiled = []
-  monkeypatch.setattr(rf_gd, "make_problems", lambda *a, **k: compiled.append(1))
-  with pytest.raises(ValueError, match=match):
-    rf_gd.run(tiny_config(**sections), str(tmp_path / "wd"))
-  assert not (tmp_path / "wd").exists() and not compiled
+@pytest.mark.parametrize("points", [(), ((8, 12), (8, 12)), ((0, 12),), ((8, -1),), ((8, 12, 3),), ((8.0, 12),)])
+def test_bad_points_name_the_field(points):
+  with pytest.raises(ValueError, match="sweep.points"):
+    rf_gd.plan(tiny_config(sweep=dict(points=points)))
 
 
 def test_eta_too_large_raises_before_writing(tmp_path):
-  mu_max = rf_gd.plan(tiny_config()).mu_max
+  mu_max = rf_gd.plan(tiny_config()).extra
   assert mu_max.shape == (2, 3) and np.all(mu_max > 0)
   with pytest.raises(ValueError, match=r"GD is unstable: train.eta \* mu_max .* >= 2 at \(N, P\) = \(8, 12\)"):
     rf_gd.run(tiny_config(train=dict(eta=2.0 / mu_max.max())), str(tmp_path / "wd"))

@@ -202,7 +202,7 @@ class Addition(E.Experiment):
   def evaluate(self, state, train, test, step, *, spec: train_lib.Spec):
     return train_lib.evaluate(state["params"], train, test, spec)
 
-  def record(self, plan: E.Plan, point: E.Point, ev: dict[str, np.ndarray]) -> dict[str, Any]:
+  def record(self, plan: E.Plan, point: E.Point, step: int, ev: dict[str, np.ndarray]) -> dict[str, Any]:
     return {"test_ce": float(ev["test_ce"].mean()), "test_ce_min": float(ev["test_ce"].min()),
             "test_ce_max": float(ev["test_ce"].max()), "test_acc": float(ev["test_acc"].mean()),
             "train_ce": float(ev["train_ce"].mean()), "train_acc": float(ev["train_acc"].mean())}

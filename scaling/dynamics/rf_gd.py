@@ -1,10 +1,11 @@
-"""Discrete gradient descent of the power-law random-feature model (spec `dmft.md` §1) through the sweep engine.
+"""Discrete gradient descent of the power-law random-feature model (spec `dmft.md` §1) as an experiment of the engine.
 
-The model, its sampling and the GD step are `scaling.dynamics.random_features`' (`gd_step`: w ← w + η B(g − Bᵀw)
-from w = 0, i.e. v_{n+1} = (I − ηFĜ) v_n on L̂/2); this module only runs it as `loop.PointLoop` points. One point per (N, P) of
-`sweep.points` (P = 0 is the population, Ĝ = Λ), one compiled program per point; its members are the seeds
-(vmapped). A chunk is a jitted `lax.scan` of `log_every` GD steps; the test loss L = Σ λ_k v_k² and train loss
-L̂ = |S v|² are evaluated at every log step 0, log_every, ..., steps (time t = η·step).
+The model and its sampling are `scaling.dynamics.random_features`' (GD w ← w + η B(g − Bᵀw) from w = 0, i.e.
+v_{n+1} = (I − ηFĜ) v_n on L̂/2, as `random_features.gd_step`). Points are the (N, P) pairs of `sweep.points` (P = 0 is
+the population, Ĝ = Λ), one compiled program each; members are the seeds. Each member builds its GD problem from its
+seed key in `init` (so the draws are sharded like everything else). Per step, the engine's "loss" is the training
+loss L̂ = |g − Bᵀw|² of the weights before the step (the residual the step uses: no extra matvec); the test loss
+L = Σ λ_k v_k² and L̂ are evaluated at every log step 0, log_every, ..., steps (time t = η·step).
 
 PRNG (as `random_features.sample` / `simulate`): seed s uses ``split(key(seed), seeds)[s]``, split once into
 (projection, data) keys; A is ensemble member 0 of the projection key (N rows, prefix-stable), Ψ has P rows. So point
@@ -12,12 +13,12 @@ PRNG (as `random_features.sample` / `simulate`): seed s uses ``split(key(seed), 
 
 Stability: `plan` computes μ_max(FĜ) = ‖B‖₂² of every (point, seed) (one SVD per seed, before anything is written)
 and refuses η·μ_max ≥ 2. A cheap a-priori bound such as ‖F‖‖Ĝ‖ is useless here: ‖F‖ ≈ (1 + √(M/N))² while μ_max(FĜ)
-≈ 1, so it would reject every useful η.
+≈ 1, so it would reject every useful η. Under that bound L̂ never increases, so a non-finite loss can only come from
+a task that overflows (huge b − a): it shows at step 0, where the engine's check of the evaluation stops the run.
 
-Everything runs in float64 inside ``jax.enable_x64(True)`` (the loop, checkpoints included; x64 is not enabled
-globally). Workdir (via `scaling.io` and `scaling.loop`): config.json, metrics.jsonl (one line per point and log
-step), curves.npz with axes [point, seed, log_step], points/<N..._P...>.npz, checkpoints/<point>/ (orbax). Re-running
-the same command skips finished points and resumes unfinished ones bitwise.
+Float64 throughout (`x64 = True`). Workdir (the engine's): config.json, metrics.jsonl (one line per point and log
+step), curves.npz with axes [point, seed, log_step] (coords t = η·log_step, N, P with P = inf for the population) and
+`mu_max` [point, seed], points/<N..._P...>.npz, checkpoints/<point>/.
 """
 
 from __future__ import annotations
@@ -25,18 +26,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-import time
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
-from scaling import io, loop
-from scaling.config_utils import as_checked_dict, as_tuple
+from scaling.engine import config as C
+from scaling.engine import experiment as E
+from scaling.engine import io
+from scaling.engine.members import Grid
 from scaling.dynamics import random_features as rf
 from scaling.dynamics.theory import solver
 
@@ -62,27 +62,65 @@ def rf_gd_config() -> ml_collections.ConfigDict:
   return c
 
 
+def point_name(N: int, P: int) -> str:
+  return f"N{N}_P{P if P else 'inf'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """One compiled program: width N and data size P (0: population)."""
+
+  N: int
+  P: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The checked fields of a config that the run and the theory comparison use."""
+
+  points: tuple[tuple[int, int], ...]  # (N, P); P = 0: population
+  n_seeds: int
+  eta: float
+  log_steps: np.ndarray  # 0, log_every, ..., steps
+  lam_M: np.ndarray
+  wstar_M: np.ndarray
+
+
+def settings(cfg: dict[str, Any]) -> Settings:
+  """Checks the fields of a plain config dict (ValueError naming the field); no device work."""
+  C.integer(cfg, "seed", 0)
+  for path in ("task.a", "task.b", "train.eta"):
+    C.number(cfg, path, 0, lo_open=True)
+  for path in ("task.M", "train.steps", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
+               "sweep.seeds"):
+    C.integer(cfg, path, 1)
+  C.multiple(cfg, "train.steps", "train.log_every")
+  points = C.as_tuple(cfg["sweep"]["points"])
+  if not points:
+    raise ValueError("sweep.points is empty: give at least one (N, P) pair")
+  for pt in points:
+    ok = isinstance(pt, (list, tuple)) and len(pt) == 2 and all(C.is_int(x) for x in pt)
+    if not ok or pt[0] < 1 or pt[1] < 0:
+      raise ValueError(f"sweep.points must be (N, P) pairs of integers with N >= 1 and P >= 0 (0 = infinity), "
+                       f"got {pt!r}")
+  points = tuple((int(N), int(P)) for N, P in points)
+  if len(set(points)) != len(points):
+    raise ValueError(f"sweep.points has repeated (N, P) pairs: {points}")
+  t, tr = cfg["task"], cfg["train"]
+  lam_M, wstar_M = rf.power_law_task(t["a"], t["b"], t["M"])
+  return Settings(points, cfg["sweep"]["seeds"], float(tr["eta"]), np.arange(0, tr["steps"] + 1, tr["log_every"]),
+                  lam_M, wstar_M)
+
+
+def _seed_keys(seed: int, n_seeds: int, index: np.ndarray | None = None) -> jax.Array:
+  """split(key(seed), n_seeds), optionally taken at `index` (the members' seed indices)."""
+  with jax.transfer_guard("allow"):  # setup on the host: keys from Python ints
+    keys = jax.random.split(jax.random.key(seed), n_seeds)
+    return keys if index is None else keys[index]
+
+
 # ------------------------------------------------------------------------------------------------------------------
-# Device work (one seed; vmapped over seeds by the jitted entry points)
-
-
-def evaluate(w_N: jax.Array, problem: rf.GDProblem) -> dict[str, jax.Array]:
-  """Test loss Σ λ_k v_k² and train loss |g − Bᵀw|² of weights w (the expressions of `random_features.gd_step`)."""
-  v_M = problem.wstar_M - (w_N @ problem.A_NxM) * problem.inv_sqrt_n
-  r_Q = problem.g_Q - problem.B_NxQ.T @ w_N
-  return {"test_loss": jnp.sum(problem.lam_M * v_M ** 2), "train_loss": jnp.sum(r_Q ** 2)}
-
-
-def chunk(state: rf.GDState, problem: rf.GDProblem, *, n_steps: int):
-  """Evaluates, then scans `n_steps` GD steps (`random_features.gd_step`).
-
-  Returns (state, evaluation at the chunk start, {"first_nonfinite_step": index within the chunk of the first step
-  after which a loss is non-finite, -1 if none}).
-  """
-  evals = evaluate(state.w_N, problem)
-  state, metrics = jax.lax.scan(functools.partial(rf.gd_step, problem=problem), state, None, length=n_steps)
-  bad = ~(jnp.isfinite(metrics["test"]) & jnp.isfinite(metrics["train"]))
-  return state, evals, {"first_nonfinite_step": jnp.where(bad.any(), jnp.argmax(bad), -1)}
+# One seed (pure; the engine vmaps, jits and shards these)
 
 
 def _problem(seed_key: jax.Array, lam_M: jax.Array, wstar_M: jax.Array, eta: jax.Array, N: int, P: int):
@@ -95,214 +133,109 @@ def _problem(seed_key: jax.Array, lam_M: jax.Array, wstar_M: jax.Array, eta: jax
                         population=P == 0)
 
 
-# Compiled entry points over the leading seed axis (every GDProblem field has it; call inside jax.enable_x64(True)).
 @functools.partial(jax.jit, static_argnames=("N", "P"))
-def make_problems(keys_S: jax.Array, lam_M: jax.Array, wstar_M: jax.Array, eta: jax.Array, *, N: int,
-                  P: int) -> tuple[rf.GDProblem, jax.Array]:
-  """(GDProblem with a seed axis on every field, μ_max(FĜ)_S) of point (N, P); P = 0: population."""
-  return jax.vmap(lambda k: _problem(k, lam_M, wstar_M, eta, N, P))(keys_S)
+def _mu_max_S(keys_S: jax.Array, lam_M: jax.Array, wstar_M: jax.Array, *, N: int, P: int) -> jax.Array:
+  """μ_max(FĜ) of every seed of point (N, P): the stability check of `plan` (float64: inside enable_x64)."""
+  return jax.vmap(lambda k: _problem(k, lam_M, wstar_M, jnp.float64(0.0), N, P)[1])(keys_S)
 
 
-@functools.partial(jax.jit, static_argnames=("n_steps",), donate_argnums=(0,))
-def run_chunk(states: rf.GDState, probs: rf.GDProblem, *, n_steps: int):
-  return jax.vmap(functools.partial(chunk, n_steps=n_steps))(states, probs)
+def evaluate(w_N: jax.Array, problem: rf.GDProblem) -> dict[str, jax.Array]:
+  """Test loss Σ λ_k v_k² and train loss |g − Bᵀw|² of weights w (the expressions of `random_features.gd_step`)."""
+  v_M = problem.wstar_M - (w_N @ problem.A_NxM) * problem.inv_sqrt_n
+  r_Q = problem.g_Q - problem.B_NxQ.T @ w_N
+  return {"test_loss": jnp.sum(problem.lam_M * v_M ** 2), "train_loss": jnp.sum(r_Q ** 2)}
 
 
-@jax.jit
-def run_eval(states: rf.GDState, probs: rf.GDProblem) -> dict[str, jax.Array]:
-  return jax.vmap(evaluate)(states.w_N, probs)
-
-
-@functools.partial(jax.jit, static_argnames=("n_seeds", "N"))
-def init_states(n_seeds: int, N: int) -> rf.GDState:
-  """w = 0 and step 0 for every seed (float64: call inside jax.enable_x64(True))."""
-  return rf.GDState(jnp.zeros((n_seeds, N), jnp.float64), jnp.zeros((n_seeds,), jnp.int32))
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Plan
-
-
-def _is_int(v: Any) -> bool:
-  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-  """A validated experiment."""
-
-  config: dict[str, Any]
-  points: tuple[tuple[int, int], ...]  # (N, P); P = 0: population
-  n_seeds: int
-  eta: float
-  log_steps: np.ndarray  # 0, log_every, ..., steps
-  mu_max: np.ndarray | None  # μ_max(FĜ) per [point, seed] (None when planned with check_eta=False)
-
-  @property
-  def task(self) -> tuple[np.ndarray, np.ndarray]:
-    """(λ_M, w*_M)."""
-    t = self.config["task"]
-    return rf.power_law_task(t["a"], t["b"], t["M"])
-
-  def seed_keys(self) -> jax.Array:
-    with jax.transfer_guard("allow"):  # setup on the host: keys from Python ints
-      return jax.random.split(jax.random.key(self.config["seed"]), self.n_seeds)
-
-
-def point_name(N: int, P: int) -> str:
-  return f"N{N}_P{P if P else 'inf'}"
-
-
-def problems(p: Plan, i: int) -> tuple[rf.GDProblem, jax.Array]:
-  """The seeds' (GDProblem, μ_max) of point i, on device (call inside jax.enable_x64(True))."""
-  N, P = p.points[i]
-  lam, wstar = p.task
-  with jax.transfer_guard("allow"):
-    return make_problems(p.seed_keys(), jnp.asarray(lam), jnp.asarray(wstar), jnp.float64(p.eta), N=N, P=P)
-
-
-def plan(config: ml_collections.ConfigDict | dict[str, Any], *, check_eta: bool = True) -> Plan:
-  """Validates a config (ValueError with a clear message) and builds the plan. Writes nothing.
-
-  With `check_eta` (the default) it then computes μ_max(FĜ) of every point and seed (one jitted program per point:
-  the only device work) and raises unless η·μ_max < 2 for all of them.
-  """
-  cfg = as_checked_dict(config, rf_gd_config())
-  t, tr, sw = cfg["task"], cfg["train"], cfg["sweep"]
-  if not _is_int(cfg["seed"]) or cfg["seed"] < 0:
-    raise ValueError(f"seed must be an integer >= 0, got {cfg['seed']!r}")
-  for name in ("a", "b"):
-    if not _is_number(t[name]) or not t[name] > 0:
-      raise ValueError(f"task.{name} must be a finite number > 0, got {t[name]!r}")
-  for section, name in (("task", "M"), ("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"),
-                        ("train", "max_to_keep"), ("sweep", "seeds")):
-    v = cfg[section][name]
-    if not _is_int(v) or v < 1:
-      raise ValueError(f"{section}.{name} must be an integer >= 1, got {v!r}")
-  if not _is_number(tr["eta"]) or not tr["eta"] > 0:
-    raise ValueError(f"train.eta must be a finite number > 0, got {tr['eta']!r}")
-  if tr["steps"] % tr["log_every"]:
-    raise ValueError(f"train.steps={tr['steps']} must be a multiple of train.log_every={tr['log_every']}")
-  points = as_tuple(sw["points"])
-  if not points:
-    raise ValueError("sweep.points is empty")
-  for pt in points:
-    ok = isinstance(pt, (list, tuple)) and len(pt) == 2 and all(_is_int(x) for x in pt)
-    if not ok or pt[0] < 1 or pt[1] < 0:
-      raise ValueError(f"sweep.points must be (N, P) pairs of integers with N >= 1 and P >= 0 (0 = infinity), "
-                       f"got {pt!r}")
-  points = tuple((int(N), int(P)) for N, P in points)
-  if len(set(points)) != len(points):
-    raise ValueError(f"sweep.points has repeated (N, P) pairs: {points}")
-  p = Plan(cfg, points, sw["seeds"], float(tr["eta"]), np.arange(0, tr["steps"] + 1, tr["log_every"]), None)
-  if not check_eta:
-    return p
-  with jax.enable_x64(True):
-    mu_max = np.stack([np.asarray(jax.device_get(problems(p, i)[1])) for i in range(len(points))])
-  worst = np.unravel_index(np.argmax(mu_max), mu_max.shape)
-  if not p.eta * mu_max[worst] < 2:
-    N, P = points[worst[0]]
-    raise ValueError(f"GD is unstable: train.eta * mu_max = {p.eta} * {mu_max[worst]:.4g} = "
-                     f"{p.eta * mu_max[worst]:.4g} >= 2 at (N, P) = ({N}, {P}), seed {worst[1]}; "
-                     f"use train.eta < {2 / mu_max.max():.4g}")
-  return dataclasses.replace(p, mu_max=mu_max)
+def gd_steps(w_N: jax.Array, problem: rf.GDProblem, n_steps: int) -> tuple[jax.Array, jax.Array]:
+  """`n_steps` GD steps w ← w + η B r, r = g − Bᵀw; returns (w, |r|² before each step)."""
+  def step(w_N, _):
+    r_Q = problem.g_Q - problem.B_NxQ.T @ w_N
+    return w_N + problem.eta * (problem.B_NxQ @ r_Q), jnp.sum(r_Q ** 2)
+  return jax.lax.scan(step, w_N, None, length=n_steps)
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The host loop
+# The experiment
 
 
-class _PointRun(loop.PointLoop):
-  """One (N, P) point: its seeds as the members of the shared host loop."""
+class RFGD(E.Experiment):
+  """GD of random-feature models: points are (N, P), members the seeds."""
 
+  name = "rf_gd"
   unit = "seeds"
+  x64 = True
+  finite_names = {"test_loss": "test loss", "train_loss": "train loss"}
 
-  def __init__(self, p: Plan, i: int, workdir: str):
-    t = p.config["train"]
-    self.N, self.P = p.points[i]
-    super().__init__(point_name(self.N, self.P), workdir, t["log_every"], t["steps"] // t["log_every"],
-                     t["checkpoint_every"], t["max_to_keep"], p.n_seeds)
-    self.p, self.i = p, i
+  def default_config(self) -> ml_collections.ConfigDict:
+    return rf_gd_config()
 
-  def run(self) -> loop.Arrays:
-    with jax.enable_x64(True):  # float64 states, problems and checkpoints
-      return super().run()
+  def plan(self, cfg: dict[str, Any]) -> E.Plan:
+    s = settings(cfg)
+    with jax.enable_x64(True), jax.transfer_guard("allow"):
+      keys_S, lam_M, wstar_M = _seed_keys(cfg["seed"], s.n_seeds), jnp.asarray(s.lam_M), jnp.asarray(s.wstar_M)
+      mu_max = np.stack([np.asarray(jax.device_get(_mu_max_S(keys_S, lam_M, wstar_M, N=N, P=P)))
+                         for N, P in s.points])
+    worst = np.unravel_index(np.argmax(mu_max), mu_max.shape)
+    if not s.eta * mu_max[worst] < 2:
+      N, P = s.points[worst[0]]
+      raise ValueError(f"GD is unstable: train.eta * mu_max = {s.eta} * {mu_max[worst]:.4g} = "
+                       f"{s.eta * mu_max[worst]:.4g} >= 2 at (N, P) = ({N}, {P}), seed {worst[1]}; "
+                       f"use train.eta < {2 / mu_max.max():.4g}")
+    tr = cfg["train"]
+    points = tuple(E.Point(point_name(N, P), (i,), Spec(N, P), tr["steps"], {"N": N, "P": P})
+                   for i, (N, P) in enumerate(s.points))
+    coords = {"t": s.eta * s.log_steps, "N": np.asarray([N for N, _ in s.points]),
+              "P": np.asarray([P if P else math.inf for _, P in s.points], np.float64)}
+    return E.Plan(cfg, {"point": np.asarray([p.name for p in points])}, points, Grid.of(seed=range(s.n_seeds)),
+                  tr["log_every"], tr["checkpoint_every"], tr["max_to_keep"], coords, extra=mu_max)
 
-  def init(self) -> tuple[rf.GDState, rf.GDProblem]:
-    probs, _ = problems(self.p, self.i)
-    return init_states(n_seeds=self.p.n_seeds, N=self.N), probs
+  def inputs(self, plan: E.Plan, point: E.Point):
+    s = settings(plan.config)
+    keys = _seed_keys(plan.config["seed"], s.n_seeds, plan.grid.index("seed"))
+    return keys, (s.lam_M, s.wstar_M, np.float64(s.eta))
 
-  def chunk(self, states: rf.GDState, probs: rf.GDProblem, step: int):
-    states, ev, tm = run_chunk(states, probs, n_steps=self.log_every)
-    ev, tm = jax.device_get((ev, tm))
-    bad = tm["first_nonfinite_step"]  # index within the chunk of the step after which a loss is non-finite
-    tm["first_nonfinite_step"] = np.where(bad >= 0, step + bad + 1, -1)
-    return states, ev, tm
+  def init(self, key, shared, *, spec: Spec):
+    lam_M, wstar_M, eta = shared
+    problem, _ = _problem(key, lam_M, wstar_M, eta, spec.N, spec.P)
+    return jnp.zeros(spec.N, jnp.float64), problem
 
-  def final_eval(self, states: rf.GDState, probs: rf.GDProblem, step: int) -> dict[str, jax.Array]:
-    return run_eval(states, probs)
+  def chunk(self, w_N, problem, shared, start, *, spec: Spec, n_steps: int):
+    evals = evaluate(w_N, problem)
+    w_N, loss_S = gd_steps(w_N, problem, n_steps)
+    return w_N, evals, {"loss": loss_S}
 
-  def finite(self, ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"test loss": ev["test_loss"], "train loss": ev["train_loss"]}
+  def evaluate(self, w_N, problem, shared, step, *, spec: Spec):
+    return evaluate(w_N, problem)
 
-  def describe(self, i: int) -> str:
-    return f"for (N, P) = ({self.N}, {self.P}), seed {i}"
+  def record(self, plan: E.Plan, point: E.Point, step: int, ev: dict[str, np.ndarray]) -> dict[str, Any]:
+    test = ev["test_loss"]
+    return {"t": plan.config["train"]["eta"] * step, "test_loss": float(test.mean()), "test_loss_min": float(test.min()), "test_loss_max": float(test.max()),
+            "train_loss": float(ev["train_loss"].mean())}
 
-  def record(self, step: int, ev: dict[str, np.ndarray], extra: dict[str, Any], t0: float,
-             done: int) -> dict[str, Any]:
-    now = time.time()
-    return {"point": self.name, "N": self.N, "P": self.P, "step": step, "t": self.p.eta * step, "time": now,
-            "steps_per_s": done / (now - t0) if done else None,
-            "test_loss": float(ev["test_loss"].mean()), "test_loss_min": float(ev["test_loss"].min()),
-            "test_loss_max": float(ev["test_loss"].max()), "train_loss": float(ev["train_loss"].mean()), **extra}
+  def progress(self, rec: dict[str, Any]) -> str:
+    return f"test loss {rec['test_loss']:.4g}, train loss {rec['train_loss']:.4g}"
 
-  def progress(self, rec: dict[str, Any], step: int) -> str:
-    return f"; at t={rec['t']:.4g}: test loss {rec['test_loss']:.4g}, train loss {rec['train_loss']:.4g}"
-
-
-def assemble(p: Plan, points: dict[int, dict[str, np.ndarray]]) -> io.Curves:
-  """Named-axis float64 arrays [point, seed, log_step] ("test_loss", "train_loss"; NaN for points not yet run) and
-  "mu_max" [point, seed]. Coords: point (names), seed, log_step, and t = η·log_step, N, P (P = inf: population)."""
-  shape = (len(p.points), p.n_seeds, len(p.log_steps))
-  arrays: dict[str, np.ndarray] = {}
-  axes: dict[str, tuple[str, ...]] = {}
-  for name in ("test_loss", "train_loss"):
-    a = np.full(shape, np.nan, np.float64)
-    for i, rec in points.items():
-      a[i] = rec[name]
-    arrays[name], axes[name] = a, AXES
-  if p.mu_max is not None:
-    arrays["mu_max"], axes["mu_max"] = np.asarray(p.mu_max, np.float64), AXES[:2]
-  coords = {"point": np.asarray([point_name(N, P) for N, P in p.points]), "seed": np.arange(p.n_seeds),
-            "log_step": p.log_steps, "t": p.eta * p.log_steps, "N": np.asarray([N for N, _ in p.points]),
-            "P": np.asarray([P if P else math.inf for _, P in p.points], np.float64)}
-  return io.Curves(arrays, axes, coords)
+  def arrays(self, plan: E.Plan, arrays) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
+    return {"mu_max": (np.asarray(plan.extra, np.float64), AXES[:2])}
 
 
-def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> io.Curves:
+EXPERIMENT = RFGD()
+
+
+def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> E.Plan:
+  """Checks a config (ValueError naming the field, or the η·μ_max < 2 check) and builds the plan; `extra` holds
+  μ_max [point, seed]. Writes nothing."""
+  return E.check(EXPERIMENT, config)
+
+
+def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str,
+        devices: Sequence[jax.Device] | None = None) -> io.Curves:
   """Runs (or resumes) the experiment in `workdir`; returns the curves (also in `workdir/curves.npz`).
 
-  All validation (the η·μ_max < 2 check included) happens before anything is written.
+  All validation (the η·μ_max < 2 check included) happens before anything is written. `devices`: where the seeds
+  are sharded (default: all local devices).
   """
-  p = plan(config)
-  workdir = os.path.abspath(workdir)
-  resumed = io.check_config(workdir, p.config)
-  os.makedirs(workdir, exist_ok=True)
-  if not resumed:
-    io.write_config(workdir, p.config)
-  logging.info("rf_sweep: %d (N, P) points x %d seeds, eta=%g (max eta*mu_max %.3f); workdir %s", len(p.points),
-               p.n_seeds, p.eta, p.eta * p.mu_max.max(), workdir)
-  points: dict[int, dict[str, np.ndarray]] = {}
-  curves = assemble(p, points)
-  for i in range(len(p.points)):
-    points[i] = _PointRun(p, i, workdir).run()
-    curves = assemble(p, points)
-    curves.save(os.path.join(workdir, io.CURVES))
-  return curves
+  return E.run(EXPERIMENT, config, workdir, devices)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -324,26 +257,27 @@ def compare_to_theory(curves: io.Curves, config: ml_collections.ConfigDict | dic
   (`random_features.simulate`) of the same seeds' draws at t, and x_gd_vs_flow = gd/flow − 1: the discretisation
   error alone (O(η), largest early: GD contracts mode μ by 1 − ημ per step against e^{−ημ}), free of seed noise.
   """
-  p = plan(config, check_eta=False)
+  cfg = C.checked_dict(config, rf_gd_config())
+  s = settings(cfg)
   have = {int(x) for x in curves.coords["log_step"]}
-  logged = [int(s) for s in p.log_steps if s > 0 and s in have]
+  logged = [int(x) for x in s.log_steps if x > 0 and x in have]
   if steps is None:
     idx = np.unique(np.round(np.geomspace(1, len(logged), min(n_times, len(logged)))).astype(int)) - 1
     steps = [logged[j] for j in idx]
-  bad = [s for s in steps if s not in logged]
+  bad = [x for x in steps if x not in logged]
   if bad:
-    raise ValueError(f"steps {bad} are not logged steps > 0 of this run (log_every={p.config['train']['log_every']})")
-  where = [int(np.nonzero(curves.coords["log_step"] == s)[0][0]) for s in steps]
-  t_T = p.eta * np.asarray(steps, np.float64)
-  lam, wstar = p.task
+    raise ValueError(f"steps {bad} are not logged steps > 0 of this run (log_every={cfg['train']['log_every']})")
+  where = [int(np.nonzero(curves.coords["log_step"] == x)[0][0]) for x in steps]
+  t_T = s.eta * np.asarray(steps, np.float64)
+  lam, wstar = s.lam_M, s.wstar_M
   rows = []
-  for i, (N, P) in enumerate(p.points):
+  for i, (N, P) in enumerate(s.points):
     with jax.transfer_guard("allow"):  # analysis on the host, outside any hot loop
       theory = dict(zip(("test", "train"), solver.loss_curve(lam, wstar ** 2, t_T, 1.0 / N, 1.0 / P if P else 0.0)))
       if flow:
-        sim = rf.simulate(p.config["seed"], lam, wstar, [N], [P if P else math.inf], t_T, p.n_seeds)
-    for j, s in enumerate(steps):
-      row: dict[str, Any] = {"point": point_name(N, P), "N": N, "P": P, "step": s, "t": float(t_T[j])}
+        sim = rf.simulate(cfg["seed"], lam, wstar, [N], [P if P else math.inf], t_T, s.n_seeds)
+    for j, step in enumerate(steps):
+      row: dict[str, Any] = {"point": point_name(N, P), "N": N, "P": P, "step": step, "t": float(t_T[j])}
       for x in ("test", "train"):
         gd_S = curves[f"{x}_loss"][i, :, where[j]]
         mean, se = _mean_se(gd_S)

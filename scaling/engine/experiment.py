@@ -107,8 +107,8 @@ class Experiment:
     return False
 
   # -- host outputs --------------------------------------------------------------------------------------------
-  def record(self, plan: Plan, point: Point, evals: Arrays) -> dict[str, Any]:
-    """Summary scalars of one log step for metrics.jsonl (evals hold the real members only)."""
+  def record(self, plan: Plan, point: Point, step: int, evals: Arrays) -> dict[str, Any]:
+    """Summary scalars of log step `step` for metrics.jsonl (evals hold the real members only)."""
     return {k: float(np.mean(v)) for k, v in evals.items() if np.ndim(v) == 1}
 
   def progress(self, rec: dict[str, Any]) -> str:

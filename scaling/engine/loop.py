@@ -130,7 +130,7 @@ class PointRun:
       rate = done / (now - t0) if done else None
       rates = {f"{k}_per_s": rate * n if rate else None for k, n in units.items()}
       return {"point": self.name, **self.point.coords, "step": step, "time": now, "steps_per_s": rate, **rates,
-              **exp.record(self.plan, self.point, real), **extra}
+              **exp.record(self.plan, self.point, step, real), **extra}
 
     total = n_chunks * log_every
     t0, s0, last_log = time.time(), start * log_every, 0.0

@@ -214,7 +214,7 @@ class Family(E.Experiment):
     return family_train.evaluate(state, shared[1], step, spec)
 
   # -- host outputs --------------------------------------------------------------------------------------------
-  def record(self, plan: E.Plan, point: E.Point, ev: dict[str, np.ndarray]) -> dict[str, Any]:
+  def record(self, plan: E.Plan, point: E.Point, step: int, ev: dict[str, np.ndarray]) -> dict[str, Any]:
     train = float(np.mean(ev["train_loss"]))
     return {"lr": float(np.mean(ev["lr"])), "eval_loss": float(np.mean(ev["eval_loss"])),
             "eval_loss_min": float(np.min(ev["eval_loss"])), "eval_loss_max": float(np.max(ev["eval_loss"])),

@@ -151,7 +151,7 @@ class MSP(E.Experiment):
   def all_stopped(self, states) -> bool:
     return "early" in states and bool(np.all(jax.device_get(states["early"]["stopped"])))
 
-  def record(self, plan: E.Plan, point: E.Point, ev: dict[str, np.ndarray]) -> dict[str, Any]:
+  def record(self, plan: E.Plan, point: E.Point, step: int, ev: dict[str, np.ndarray]) -> dict[str, Any]:
     bits = analysis.to_bits(ev["test_loss"])
     learned = (analysis.to_bits(ev["test_loss_task"]) < analysis.CONVERGED_BITS).sum(axis=1)
     return {"test_loss_bits": float(bits.mean()), "test_loss_bits_min": float(bits.min()),
