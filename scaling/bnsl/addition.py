@@ -35,6 +35,7 @@ from scaling.bnsl import addition_task as task
 from scaling.bnsl import addition_train as train_lib
 from scaling.engine import config as C
 from scaling.engine import experiment as E
+from scaling.engine import members
 from scaling.engine import io
 from scaling.engine.config import PRECISIONS
 from scaling.engine.members import Grid
@@ -116,10 +117,9 @@ def point_name(size: int) -> str:
 
 def seed_keys(plan: E.Plan) -> tuple[jax.Array, list[list[int]]]:
   """Init keys (S,) and the host entropy of each seed's training stream, from split(key(seed), S) split once."""
-  with jax.transfer_guard("allow"):  # setup on the host: keys from Python ints
-    keys_S = jax.random.split(jax.random.key(plan.config["seed"]), plan.grid.size)
-    purpose_Sx2 = jax.vmap(lambda k: jax.random.split(k, 2))(keys_S)
-    init_S, data_S = purpose_Sx2[:, 0], purpose_Sx2[:, 1]
+  purpose_Sx2 = members.seed_keys(plan.config["seed"], plan.grid.size, 2)
+  init_S, data_S = purpose_Sx2[:, 0], purpose_Sx2[:, 1]
+  with jax.transfer_guard("allow"):
     entropy = np.asarray(jax.device_get(jax.random.key_data(data_S)), np.uint32)
   return init_S, [[int(v) for v in e.reshape(-1)] for e in entropy]
 

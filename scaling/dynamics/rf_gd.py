@@ -35,6 +35,7 @@ import numpy as np
 
 from scaling.engine import config as C
 from scaling.engine import experiment as E
+from scaling.engine import members
 from scaling.engine import io
 from scaling.engine.members import Grid
 from scaling.dynamics import random_features as rf
@@ -114,9 +115,11 @@ def settings(cfg: dict[str, Any]) -> Settings:
 
 def _seed_keys(seed: int, n_seeds: int, index: np.ndarray | None = None) -> jax.Array:
   """split(key(seed), n_seeds), optionally taken at `index` (the members' seed indices)."""
-  with jax.transfer_guard("allow"):  # setup on the host: keys from Python ints
-    keys = jax.random.split(jax.random.key(seed), n_seeds)
-    return keys if index is None else keys[index]
+  keys = members.seed_keys(seed, n_seeds)
+  if index is None:
+    return keys
+  with jax.transfer_guard("allow"):
+    return keys[index]
 
 
 # ------------------------------------------------------------------------------------------------------------------

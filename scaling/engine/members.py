@@ -52,6 +52,14 @@ class Grid:
     return {a: v[j] for a, v, j in zip(self.axes, self.values, idx)}
 
 
+def seed_keys(seed: int, n_seeds: int, purposes: int = 0) -> jax.Array:
+  """The seed axis `split(key(seed), n_seeds)` ([S]); with `purposes` > 0 each seed key is split once more into
+  that many purpose keys ([S, purposes]), the PRNG convention of every experiment."""
+  with jax.transfer_guard("allow"):  # setup on the host: keys from Python ints
+    keys_S = jax.random.split(jax.random.key(seed), n_seeds)
+    return jax.vmap(lambda k: jax.random.split(k, purposes))(keys_S) if purposes else keys_S
+
+
 def mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A 1-D mesh over `devices` (default: all local devices)."""
   return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), (AXIS,))

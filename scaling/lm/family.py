@@ -34,6 +34,7 @@ from absl import logging
 from scaling.engine import checkpoints
 from scaling.engine import config as C
 from scaling.engine import experiment as E
+from scaling.engine import members
 from scaling.engine import io as wd
 from scaling.engine.members import Grid
 from scaling.lm import corpus as corpus_lib
@@ -245,10 +246,8 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> E.Plan:
 
 def seed_keys(plan: E.Plan) -> tuple[jax.Array, jax.Array]:
   """(init keys [S], data keys [S]): split(key(seed), n_seeds), each split once into (init, data)."""
-  with jax.transfer_guard("allow"):  # setup on the host: keys from Python ints
-    keys_S = jax.random.split(jax.random.key(plan.config["seed"]), plan.grid.size)
-    purpose_Sx2 = jax.vmap(lambda k: jax.random.split(k, 2))(keys_S)
-    return purpose_Sx2[:, 0], purpose_Sx2[:, 1]
+  purpose_Sx2 = members.seed_keys(plan.config["seed"], plan.grid.size, 2)
+  return purpose_Sx2[:, 0], purpose_Sx2[:, 1]
 
 
 def final_params(plan: E.Plan, i: int, workdir: str, seed: int = 0) -> lm.Params:

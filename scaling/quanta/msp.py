@@ -16,6 +16,7 @@ import numpy as np
 
 from scaling.engine import config as C
 from scaling.engine import experiment as E
+from scaling.engine import members
 from scaling.engine import io
 from scaling.engine.config import PRECISIONS
 from scaling.engine.members import Grid
@@ -133,8 +134,8 @@ class MSP(E.Experiment):
 
   def inputs(self, plan: E.Plan, point: E.Point):
     seed_idx = plan.grid.index("seed")
-    with jax.transfer_guard("allow"):  # setup: keys from Python ints
-      keys = jax.random.split(jax.random.key(plan.config["seed"]), plan.grid.shape[0])[seed_idx]
+    with jax.transfer_guard("allow"):  # setup: keys indexed on the host
+      keys = members.seed_keys(plan.config["seed"], plan.grid.shape[0])[seed_idx]
     f32 = lambda a: plan.grid.column(a).astype(np.float32)
     return (keys, f32("alpha"), f32("lr"), f32("weight_decay"), plan.extra.subsets[seed_idx]), None
 
