@@ -117,8 +117,7 @@ def point_name(size: int) -> str:
 
 def seed_keys(plan: E.Plan) -> tuple[jax.Array, list[list[int]]]:
   """Init keys (S,) and the host entropy of each seed's training stream, from split(key(seed), S) split once."""
-  purpose_Sx2 = members.seed_keys(plan.config["seed"], plan.grid.size, 2)
-  init_S, data_S = purpose_Sx2[:, 0], purpose_Sx2[:, 1]
+  init_S, data_S = members.seed_keys(plan.config["seed"], plan.grid.size, 2)
   with jax.transfer_guard("allow"):
     entropy = np.asarray(jax.device_get(jax.random.key_data(data_S)), np.uint32)
   return init_S, [[int(v) for v in e.reshape(-1)] for e in entropy]

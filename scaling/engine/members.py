@@ -52,12 +52,15 @@ class Grid:
     return {a: v[j] for a, v, j in zip(self.axes, self.values, idx)}
 
 
-def seed_keys(seed: int, n_seeds: int, purposes: int = 0) -> jax.Array:
-  """The seed axis `split(key(seed), n_seeds)` ([S]); with `purposes` > 0 each seed key is split once more into
-  that many purpose keys ([S, purposes]), the PRNG convention of every experiment."""
+def seed_keys(seed: int, n_seeds: int, purposes: int = 0) -> jax.Array | tuple[jax.Array, ...]:
+  """The seed axis `split(key(seed), n_seeds)` ([S]); with `purposes` > 0, each seed key split once more: a tuple
+  of `purposes` key arrays [S] (e.g. init and data keys), the PRNG convention of every experiment."""
   with jax.transfer_guard("allow"):  # setup on the host: keys from Python ints
     keys_S = jax.random.split(jax.random.key(seed), n_seeds)
-    return jax.vmap(lambda k: jax.random.split(k, purposes))(keys_S) if purposes else keys_S
+    if not purposes:
+      return keys_S
+    keys_SxP = jax.vmap(lambda k: jax.random.split(k, purposes))(keys_S)
+    return tuple(keys_SxP[:, i] for i in range(purposes))
 
 
 def mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -246,8 +246,7 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> E.Plan:
 
 def seed_keys(plan: E.Plan) -> tuple[jax.Array, jax.Array]:
   """(init keys [S], data keys [S]): split(key(seed), n_seeds), each split once into (init, data)."""
-  purpose_Sx2 = members.seed_keys(plan.config["seed"], plan.grid.size, 2)
-  return purpose_Sx2[:, 0], purpose_Sx2[:, 1]
+  return members.seed_keys(plan.config["seed"], plan.grid.size, 2)
 
 
 def final_params(plan: E.Plan, i: int, workdir: str, seed: int = 0) -> lm.Params:
