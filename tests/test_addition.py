@@ -225,7 +225,7 @@ def test_vmapped_seeds_equal_separate_runs():
   """
   p = addition.plan(tiny_config(sweep=dict(train_size=(32,), seeds=2)))
   spec, point = _spec(p), p.points[0]
-  (keys, train), test = EXP.inputs(p, point)
+  (keys, train), test = EXP.inputs(p, point, point.spec)
 
   def run(idx):
     with jax.enable_x64(True):

@@ -92,7 +92,7 @@ def test_bad_config_names_the_rule(sections, match):
 def test_corpus_too_small_for_the_context_raises_before_compiling_or_writing(tmp_path, monkeypatch):
   """Found on the data, in `prepare`: the workdir holds only the engine's lock file."""
   compiled = []
-  monkeypatch.setattr(loop, "init_members", lambda *a, **k: compiled.append(1))
+  monkeypatch.setattr(loop, "init_program", lambda *a, **k: compiled.append(1))
   with pytest.raises(ValueError, match="fewer than one window"):
     family.run(tiny_config(context=dict(length=10**6, heldout_len=32)), str(tmp_path / "wd"))
   assert os.listdir(tmp_path / "wd") == [".lock"] and not compiled

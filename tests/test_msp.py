@@ -70,7 +70,7 @@ def _bad(**sections):
 ])
 def test_bad_config_raises_before_writing(tmp_path, monkeypatch, make, match):
   compiled = []
-  monkeypatch.setattr(loop, "init_members", lambda *a, **k: compiled.append(1))
+  monkeypatch.setattr(loop, "init_program", lambda *a, **k: compiled.append(1))
   with pytest.raises(ValueError, match=match):
     msp.run(make(), str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists() and not compiled

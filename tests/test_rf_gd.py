@@ -76,7 +76,7 @@ def test_per_step_loss_is_the_train_loss_before_each_step():
   plan = rf_gd.plan(c)
   point = plan.points[0]
   with jax.enable_x64(True):
-    keys, shared = rf_gd.EXPERIMENT.inputs(plan, point)
+    keys, shared = rf_gd.EXPERIMENT.inputs(plan, point, point.spec)
     with jax.transfer_guard("allow"):
       states, problems = loop.init_members(keys, shared, exp=rf_gd.EXPERIMENT, spec=point.spec)
       per_step = []

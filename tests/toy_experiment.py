@@ -33,7 +33,7 @@ class Toy(E.Experiment):
     return E.Plan(cfg, {}, (E.Point("toy", (), spec, steps),), grid, every, C.integer(cfg, "checkpoint_every", 1),
                   C.integer(cfg, "max_to_keep", 1))
 
-  def inputs(self, plan, point):
+  def inputs(self, plan, point, spec):
     with jax.transfer_guard("allow"):
       keys = jax.random.split(jax.random.key(plan.config["seed"]), plan.grid.shape[0])
     return (keys[plan.grid.index("seed")], plan.grid.column("lr").astype(np.float32)), None

@@ -186,7 +186,7 @@ class Addition(E.Experiment):
     logging.info("addition: %d parameters", n_params)
     return plan
 
-  def inputs(self, plan: E.Plan, point: E.Point):
+  def inputs(self, plan: E.Plan, point: E.Point, spec):
     init_S, _ = seed_keys(plan)
     train, test = datasets(plan, point.coords["train_size"])
     return (init_S, train), test

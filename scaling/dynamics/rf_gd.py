@@ -192,7 +192,7 @@ class RFGD(E.Experiment):
     return E.Plan(cfg, {"point": np.asarray([p.name for p in points])}, points, Grid.of(seed=range(s.n_seeds)),
                   tr["log_every"], tr["checkpoint_every"], tr["max_to_keep"], coords, extra=mu_max)
 
-  def inputs(self, plan: E.Plan, point: E.Point):
+  def inputs(self, plan: E.Plan, point: E.Point, spec):
     s = settings(plan.config)
     keys = _seed_keys(plan.config["seed"], s.n_seeds, plan.grid.index("seed"))
     return keys, (s.lam_M, s.wstar_M, np.float64(s.eta))

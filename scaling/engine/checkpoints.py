@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a point's train states, stored on the host with the real members only (no padding), so a
+"""Orbax checkpoints of a program's train states, stored on the host with the real members only (no padding), so a
 run resumes on any device count: restore gives numpy arrays, which the engine pads and shards again."""
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def to_host(tree: Any, n_members: int) -> Any:
   return jax.tree.map(lambda x: np.asarray(x)[:n_members], jax.device_get(tree))
 
 
-def save(mngr, step: int, tree: Any, n_members: int) -> None:
-  """Saves the real members of `tree` (device or host arrays with a leading member axis) at `step`."""
+def save(mngr, step: int, host_tree: Any) -> None:
+  """Saves `host_tree` (numpy arrays of the real members, see `to_host`) at `step`."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  mngr.save(step, args=ocp.args.StandardSave(to_host(tree, n_members)))
+  mngr.save(step, args=ocp.args.StandardSave(host_tree))
 
 
-def restore(mngr, step: int, like: Any, n_members: int) -> Any:
-  """Restores the real members into numpy arrays shaped like `like` (whose member axis may be padded)."""
+def restore(mngr, step: int, like: Any) -> Any:
+  """Restores numpy arrays shaped like `like` (arrays or shape-dtype structs of the real members)."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  abstract = jax.tree.map(lambda x: np.zeros((n_members,) + tuple(x.shape[1:]), x.dtype), like)
+  abstract = jax.tree.map(lambda x: np.zeros(tuple(x.shape), x.dtype), like)
   return mngr.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -30,7 +30,8 @@ from absl import logging
 from scaling.engine import config as config_lib
 from scaling.engine import members as members_lib
 from scaling.engine import io as wd
-from scaling.engine.loop import PointRun
+from scaling.engine import programs as programs_lib
+from scaling.engine.loop import ProgramRun
 
 Arrays = dict[str, np.ndarray]
 
@@ -59,6 +60,9 @@ class Plan:
   max_to_keep: int
   coords: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # extra coordinates saved with the arrays
   extra: Any = None  # the experiment's own planned data
+  one_program: bool = False  # pack the points into one program (see `scaling.engine.programs`); else one per shape
+  efficiency: float = 0.8  # least useful / executed cost of the packed buckets
+  max_memory_gb: float = 0.0  # memory budget of a program's member axis; 0: the devices' own limit
 
   @property
   def log_steps(self) -> np.ndarray:
@@ -88,9 +92,27 @@ class Experiment:
   def write(self, plan: Plan, workdir: str) -> None:
     """Writes the experiment's own setup files (after config.json)."""
 
+  # -- packing several points into one program (optional) -----------------------------------------------------
+  def pack_group(self, plan: Plan, point: Point) -> Hashable | None:
+    """Points with the same (non-None) group may share a bucket of one program; None: never (the default)."""
+    return None
+
+  def pack(self, plan: Plan, points: Sequence[Point]) -> Hashable | None:
+    """The static spec of a bucket running the members of `points` (shapes padded to the largest); None: cannot."""
+    return None
+
+  def cost(self, plan: Plan, spec: Hashable) -> float:
+    """Cost (e.g. FLOPs) of one member's training step under `spec`: the bucketing's measure of padding waste."""
+    return 1.0
+
+  def memory(self, plan: Plan, spec: Hashable) -> float:
+    """Estimated device bytes of one member under `spec` (state, inputs, activations); 0: never split."""
+    return 0.0
+
   # -- device work (one member; pure) --------------------------------------------------------------------------
-  def inputs(self, plan: Plan, point: Point) -> tuple[Any, Any]:
-    """(member inputs with a leading axis of `plan.grid.size`, shared inputs) of a point, host or device arrays."""
+  def inputs(self, plan: Plan, point: Point, spec: Hashable) -> tuple[Any, Any]:
+    """(member inputs with a leading axis of `plan.grid.size`, shared inputs) of a point running under `spec` (its
+    own spec, or its bucket's with padded shapes: the inputs then carry the point's true sizes), host or device."""
     raise NotImplementedError
 
   def init(self, inputs: Any, shared: Any, *, spec: Any) -> tuple[Any, Any]:
@@ -186,15 +208,24 @@ def run(exp: Experiment, config: ml_collections.ConfigDict | dict[str, Any], wor
     if not resumed:
       wd.write_config(workdir, plan.config)
     exp.write(plan, workdir)
-    n_pad = members_lib.padded_size(plan.grid.size, mesh)
-    logging.info("%s: %d point(s) x %d %s (%d padded) on %d device(s); workdir %s", exp.name, len(plan.points),
-                 plan.grid.size, exp.unit, n_pad, mesh.devices.size, workdir)
+    progs, summary = programs_lib.plan_programs(exp, plan, list(mesh.devices.flat))
+    logging.info("%s: %d point(s) x %d %s on %d device(s); workdir %s", exp.name, len(plan.points), plan.grid.size,
+                 exp.unit, mesh.devices.size, workdir)
+    if plan.one_program:
+      logging.info("%s: the sweep compiles %d program(s) of %d bucket(s) (useful / executed cost %.3f); estimated "
+                   "memory %.3g GB of a %.3g GB budget%s", exp.name, len(progs), summary["buckets"],
+                   summary["efficiency"], summary["bytes"] / 1e9, summary["budget"] / 1e9,
+                   "" if len(progs) == 1 else ": it does not fit one program, so the member axis is split")
+    else:
+      logging.info("%s: the sweep compiles %d program(s), one per shape point", exp.name, len(progs))
     results: dict[str, Arrays] = {}
     out_axes: dict[str, tuple[str, ...]] = {}
     curves = None
-    for point in plan.points:
-      results[point.name], axes = PointRun(exp, plan, point, workdir, mesh).run()
-      out_axes.update({k: tuple(plan.shape_axes) + plan.grid.axes + v for k, v in axes.items()})
+    for prog in progs:
+      res, axes = ProgramRun(exp, plan, prog, workdir, mesh).run()
+      results.update(res)
+      for ax in axes.values():
+        out_axes.update({k: tuple(plan.shape_axes) + plan.grid.axes + v for k, v in ax.items()})
       curves = assemble(exp, plan, results, out_axes)
       curves.save(os.path.join(workdir, wd.CURVES))
     return exp.finish(plan, workdir, curves)

@@ -200,7 +200,7 @@ class Family(E.Experiment):
                  dict(zip((p.name for p in plan.points), plan.extra.n_nonemb)), data.train_N.size)
 
   # -- device work (one seed) ----------------------------------------------------------------------------------
-  def inputs(self, plan: E.Plan, point: E.Point):
+  def inputs(self, plan: E.Plan, point: E.Point, spec):
     init_S, data_S = seed_keys(plan)
     return (init_S, data_S), (plan.extra.data.train_N, plan.extra.data.eval_windows_ExT1)
 
@@ -254,13 +254,13 @@ def final_params(plan: E.Plan, i: int, workdir: str, seed: int = 0) -> lm.Params
   point = plan.points[i]
   with jax.transfer_guard("allow"):  # eval_shape only
     one = jax.eval_shape(lambda: family_train.init_state(jax.random.key(0), point.spec))
-  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((plan.grid.size,) + x.shape, x.dtype), one)
+  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((plan.grid.size,) + x.shape, x.dtype), one)  # real members
   mngr = checkpoints.manager(os.path.join(workdir, "checkpoints", point.name), plan.max_to_keep)
   try:
     latest = mngr.latest_step()
     if latest != point.steps:
       raise RuntimeError(f"{point.name}: the latest checkpoint is at step {latest}, not {point.steps}")
-    states = checkpoints.restore(mngr, latest, like, plan.grid.size)
+    states = checkpoints.restore(mngr, latest, like)
   finally:
     mngr.close()
   return jax.tree.map(lambda x: np.asarray(x[seed]), states["params"])

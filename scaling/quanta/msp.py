@@ -132,7 +132,7 @@ class MSP(E.Experiment):
     return E.Plan(cfg, {"width": np.asarray(widths), "D": np.asarray(Ds)}, points, grid, tr["log_every"],
                   tr["checkpoint_every"], tr["max_to_keep"], extra=Extra(spec, subsets))
 
-  def inputs(self, plan: E.Plan, point: E.Point):
+  def inputs(self, plan: E.Plan, point: E.Point, spec):
     seed_idx = plan.grid.index("seed")
     with jax.transfer_guard("allow"):  # setup: keys indexed on the host
       keys = members.seed_keys(plan.config["seed"], plan.grid.shape[0])[seed_idx]
