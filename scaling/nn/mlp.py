@@ -1,7 +1,13 @@
-"""Pure-function MLP: `init(key, spec)` / `apply(params, x)`.
+"""Pure-function MLP: `init(key, spec, width)` / `apply(params, x, width=width)`.
 
 `depth` counts Linear layers, as in the original code (depth 2 = one hidden layer). Weights and biases use PyTorch's
 `nn.Linear` default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Params are a list of `{"w": (in, out), "b": (out,)}`.
+
+Widths on the member axis: params are stored at the padded width W = `spec.width`; the true width w <= W may be a
+traced per-member int32. Hidden units j >= w have zero incoming column, bias and outgoing row, and `apply(...,
+width=w)` masks their activations, so the padded network equals the width-w network (forward, gradients, Adam).
+Init is per unit (output unit j of layer i draws from `fold_in(fold_in(key, i), j)`) and `uniform` is 1-D
+prefix-stable with threefry-partitionable, so the padded init sliced to w equals the width-w init bit for bit.
 """
 
 from __future__ import annotations
@@ -44,17 +50,38 @@ def check_spec(spec: MLPSpec) -> None:
     raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {spec.activation!r}")
 
 
-def init(key: jax.Array, spec: MLPSpec) -> Params:
-  """PyTorch-default uniform init of every layer."""
+def _layer(key: jax.Array, fan_in: int, fan_out: int, bound: jax.Array) -> dict[str, jax.Array]:
+  """One Linear layer, unit by unit: output unit j draws its weight column and bias from `fold_in(key, j)`."""
+  def unit(j: jax.Array) -> tuple[jax.Array, jax.Array]:
+    kw, kb = jax.random.split(jax.random.fold_in(key, j))
+    return (jax.random.uniform(kw, (fan_in,), jnp.float32, -bound, bound),
+            jax.random.uniform(kb, (), jnp.float32, -bound, bound))
+  w_OxI, b_O = jax.vmap(unit)(jnp.arange(fan_out, dtype=jnp.uint32))
+  return {"w": w_OxI.T, "b": b_O}
+
+
+def hidden_mask(width: int | jax.Array, padded: int) -> jax.Array:
+  """(padded,) bool: which of the stored hidden units are real."""
+  return jnp.arange(padded) < width
+
+
+def init(key: jax.Array, spec: MLPSpec, width: int | jax.Array | None = None) -> Params:
+  """PyTorch-default uniform init of every layer, at true hidden width `width` (default `spec.width`).
+
+  The bound uses the true fan-in (`width` after layer 0); hidden units >= `width` are exactly 0 in and out.
+  """
+  width = spec.width if width is None else width
   sizes = spec.sizes
+  mask_W = hidden_mask(width, spec.width)
   params = []
   for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-    kw, kb = jax.random.split(jax.random.fold_in(key, i))
-    bound = 1.0 / jnp.sqrt(jnp.float32(fan_in))
-    params.append({
-        "w": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
-        "b": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound),
-    })
+    bound = 1.0 / jnp.sqrt(jnp.asarray(fan_in if i == 0 else width, jnp.float32))
+    layer = _layer(jax.random.fold_in(key, i), fan_in, fan_out, bound)
+    if i > 0:  # rows fed by hidden units
+      layer["w"] = jnp.where(mask_W[:, None], layer["w"], 0.0)
+    if i < len(sizes) - 2:  # columns and biases of hidden units
+      layer = {"w": jnp.where(mask_W[None, :], layer["w"], 0.0), "b": jnp.where(mask_W, layer["b"], 0.0)}
+    params.append(layer)
   return params
 
 
@@ -64,27 +91,34 @@ def param_count(spec: MLPSpec) -> int:
   return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def _head(params: Params, h: jax.Array, activation: str) -> jax.Array:
+def _head(params: Params, h: jax.Array, activation: str, width: int | jax.Array | None) -> jax.Array:
+  """Hidden stack from the first pre-activation on; hidden activations of units >= `width` are zeroed."""
   act = ACTIVATIONS[activation]
+  mask_1xW = None
+  if width is not None and len(params) > 1:
+    mask_1xW = hidden_mask(width, params[0]["w"].shape[1]).astype(jnp.float32)[None, :]
   for layer in params[1:]:
-    h = act(h) @ layer["w"] + layer["b"][None, :]
+    a = act(h) if mask_1xW is None else act(h) * mask_1xW  # act(0) != 0 (sigmoid): the mask, not the zero weights
+    h = a @ layer["w"] + layer["b"][None, :]
   return h
 
 
-def apply(params: Params, x_BxI: jax.Array, activation: str = "relu") -> jax.Array:
-  """Logits (B, out_dim) of a dense input."""
-  return _head(params, x_BxI @ params[0]["w"] + params[0]["b"][None, :], activation)
+def apply(params: Params, x_BxI: jax.Array, activation: str = "relu",
+          width: int | jax.Array | None = None) -> jax.Array:
+  """Logits (B, out_dim) of a dense input; `width` masks hidden units >= width (None: no mask)."""
+  return _head(params, x_BxI @ params[0]["w"] + params[0]["b"][None, :], activation, width)
 
 
-def apply_lookup(params: Params, task_B: jax.Array, bits_BxN: jax.Array, activation: str = "relu") -> jax.Array:
-  """Same logits as `apply(params, [one_hot(task) | bits])`, with the one-hot block done as a row lookup.
+def apply_lookup(params: Params, task_B: jax.Array, bits_BxN: jax.Array, activation: str = "relu",
+                 width: int | jax.Array | None = None) -> jax.Array:
+  """Same logits as `apply(params, [one_hot(task) | bits], activation, width)`, the one-hot block as a row lookup.
 
   The first layer's rows 0..n_tasks-1 multiply the one-hot control block, so their product is a gather.
   """
   w = params[0]["w"]
   n_tasks = w.shape[0] - bits_BxN.shape[1]
   h = w[:n_tasks][task_B] + bits_BxN.astype(jnp.float32) @ w[n_tasks:] + params[0]["b"][None, :]
-  return _head(params, h, activation)
+  return _head(params, h, activation, width)
 
 
 def flops_per_example(spec: MLPSpec, lookup_rows: int = 0) -> dict[str, Any]:
