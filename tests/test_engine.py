@@ -36,7 +36,8 @@ def _toy():
 def _msp():
   from helpers import tiny_config  # pylint: disable=import-outside-toplevel
   from scaling.quanta import msp  # pylint: disable=import-outside-toplevel
-  c = tiny_config(sweep=dict(width=(8,), D=(-1, 700), alpha=(0.4, 0.6, 0.8)))  # 6 members: padded to 8 on 4
+  # one program of two buckets (online, fixed D), widths 4 and 8 padded to 8: 12 members each, padded to 12 on 4
+  c = tiny_config(sweep=dict(width=(4, 8), D=(-1, 700), alpha=(0.4, 0.6, 0.8), efficiency=0.5))
   return msp.EXPERIMENT, c, {"train.optimizer": "sgd", "sweep.lr": (1e-3, 1e38)}, {"sweep.width": ()}
 
 

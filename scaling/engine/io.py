@@ -114,8 +114,10 @@ def check_config(workdir: str, config: dict[str, Any]) -> bool:
     raise ValueError(f"{path}: not valid JSON ({e}); it was not written by this package") from e
   diffs = _diff(old, json.loads(json.dumps(config)))  # tuples -> lists, as stored
   if diffs:
+    mode = ("; a sweep resumes only in the mode it was started in (one program, or one program per shape)"
+            if any(d.split(":")[0].endswith(".one_program") for d in diffs) else "")
     raise ValueError(f"workdir {workdir} holds a different config; use a new workdir or the same config. "
-                     f"Differences (stored -> given): " + "; ".join(diffs))
+                     f"Differences (stored -> given): " + "; ".join(diffs) + mode)
   return True
 
 

@@ -120,8 +120,7 @@ class ProgramRun:
     for b in self.buckets:
       per = [self.exp.inputs(self.plan, p, b.spec) for p in b.points]
       with jax.transfer_guard("allow"):  # setup: the points' member inputs side by side
-        ins = per[0][0] if len(per) == 1 else jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]),
-                                                             *[q[0] for q in per])
+        ins = per[0][0] if len(per) == 1 else jax.tree.map(_concat, *[q[0] for q in per])
       inputs.append(members_lib.shard(ins, self.mesh))
       shared.append(members_lib.replicate(per[0][1], self.mesh))
     return tuple(inputs), tuple(shared)
@@ -240,6 +239,11 @@ class ProgramRun:
                   **{f"axes__{k}": np.asarray(ax, dtype=str) for k, ax in axes.items()})
       results[p.name], out_axes[p.name] = arrays, axes
     return results, out_axes
+
+
+def _concat(*a: Any) -> Any:
+  """Member inputs of several points side by side (jax arrays, typed PRNG keys included, or numpy arrays)."""
+  return jnp.concatenate(a) if isinstance(a[0], jax.Array) else np.concatenate(a)
 
 
 def _split_axes(z: Arrays) -> tuple[Arrays, dict[str, tuple[str, ...]]]:

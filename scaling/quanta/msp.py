@@ -1,7 +1,9 @@
-"""The MSP sweep as an experiment of the engine: points are the shape-changing axes (width, D), members the
-vmapped axes (seed, alpha, lr, weight_decay). The per-member training is `scaling.train`'s; the engine
-(`scaling.engine`) runs every point as one compiled program with its members sharded over all devices, and owns the
-workdir, checkpoints, resume and the named-axis arrays (axes `AXES`).
+"""The MSP sweep as an experiment of the engine: points are the shape axes (width, D), members the vmapped axes
+(seed, alpha, lr, weight_decay). The per-member training is `msp_train`'s. By default (`sweep.one_program`) the
+engine packs every (width, D) point into one compiled program: buckets of points padded to their widest width and
+largest D, each member masked to its own width and D (exact: see `msp_train`); with `one_program=False` every point
+is its own program. The engine shards the members over all devices and owns the workdir, checkpoints, resume and the
+named-axis arrays (axes `AXES`), the same in both modes.
 """
 
 from __future__ import annotations
@@ -54,8 +56,11 @@ def msp_config() -> ml_collections.ConfigDict:
       stop_early=False, stop_after=4000, stop_patience=10,
   ))
   c.sweep = ml_collections.ConfigDict(dict(
-      width=(500,),  # looped: one program per width
-      D=(-1,),  # looped; -1 = online (fresh samples every step), >= 1 = fixed training set of D samples
+      one_program=True,  # widths and D on the member axis: one compiled program (False: one program per shape)
+      efficiency=0.8,  # least useful / executed FLOPs of the width buckets (padding waste bound)
+      max_memory_gb=0.0,  # memory budget of one program; 0: the device's (GPU) or the host's (CPU); over it: split
+      width=(500,),  # shape axis: members of one program (padded and masked) or one program per width
+      D=(-1,),  # shape axis; -1 = online (fresh samples every step), >= 1 = fixed training set of D samples
       seeds=1,  # vmapped: number of seeds
       alpha=(0.4,),  # vmapped: the paper's α (p_i ∝ i^-(α+1)); the original code's alpha is α+1
       lr=(1e-3,),  # vmapped
@@ -115,6 +120,10 @@ class MSP(E.Experiment):
     alphas = C.axis(cfg, "sweep.alpha", lo=0, lo_open=zipf)
     lrs = C.axis(cfg, "sweep.lr", lo=0, lo_open=True)
     wds = C.axis(cfg, "sweep.weight_decay", lo=0)
+    if not isinstance(cfg["sweep"]["one_program"], bool):
+      raise ValueError(f"sweep.one_program must be true or false, got {cfg['sweep']['one_program']!r}")
+    C.number(cfg, "sweep.efficiency", 0, 1, lo_open=True)
+    C.number(cfg, "sweep.max_memory_gb", 0)
     t, m = cfg["task"], cfg["model"]
     spec = task_lib.MSPSpec(t["n_tasks"], t["n"], t["k"], float(t["offset"]), t["distribution"])
     task_lib.check_spec(spec)
@@ -129,15 +138,44 @@ class MSP(E.Experiment):
                    for (i, w), (j, D) in itertools.product(enumerate(widths), enumerate(Ds)))
     grid = Grid.of(seed=range(n_seeds), alpha=alphas, lr=lrs, weight_decay=wds)
     tr = cfg["train"]
+    sw = cfg["sweep"]
     return E.Plan(cfg, {"width": np.asarray(widths), "D": np.asarray(Ds)}, points, grid, tr["log_every"],
-                  tr["checkpoint_every"], tr["max_to_keep"], extra=Extra(spec, subsets))
+                  tr["checkpoint_every"], tr["max_to_keep"], extra=Extra(spec, subsets), one_program=sw["one_program"],
+                  efficiency=float(sw["efficiency"]), max_memory_gb=float(sw["max_memory_gb"]))
+
+  # -- packing: online points share buckets, and so do fixed-D points; widths and D are padded to the largest
+  def pack_group(self, plan: E.Plan, point: E.Point) -> str:
+    return "online" if point.spec.online else "fixed"
+
+  def pack(self, plan: E.Plan, points) -> msp_train.Spec:
+    return make_spec(plan.config, plan.extra.task, max(p.coords["width"] for p in points),
+                     max(p.coords["D"] for p in points))
+
+  def cost(self, plan: E.Plan, spec: msp_train.Spec) -> float:
+    """Training FLOPs of one member-step: matmul FLOPs per example x the rows of its batch."""
+    rows = spec.batch if spec.online else min(spec.D, spec.batch)
+    return float(mlp.flops_per_example(spec.model, spec.task.n_tasks if spec.onehot_lookup else 0)["train_step"]
+                 * rows)
+
+  def memory(self, plan: E.Plan, spec: msp_train.Spec) -> float:
+    """Device bytes of one member: params with Adam's two moments and the gradient (x4), the dataset buffer, and
+    the training and evaluation activations (pre-activation, activation and their gradients: 4 per hidden unit)."""
+    params = mlp.param_count(spec.model)
+    rows = spec.batch if spec.online else min(spec.D, spec.batch)
+    data = 0 if spec.online else spec.D * (4 * spec.task.n_words + 8)
+    hidden = spec.model.width * (spec.model.depth - 1)
+    acts = 4 * hidden * rows + 2 * hidden * spec.task.n_tasks * spec.eval_per_task
+    inputs = (rows + spec.task.n_tasks * spec.eval_per_task) * (spec.task.n + 12)
+    return float(4 * (4 * params + acts) + data + inputs)
 
   def inputs(self, plan: E.Plan, point: E.Point, spec):
     seed_idx = plan.grid.index("seed")
     with jax.transfer_guard("allow"):  # setup: keys indexed on the host
       keys = members.seed_keys(plan.config["seed"], plan.grid.shape[0])[seed_idx]
     f32 = lambda a: plan.grid.column(a).astype(np.float32)
-    return (keys, f32("alpha"), f32("lr"), f32("weight_decay"), plan.extra.subsets[seed_idx]), None
+    sizes = lambda v: np.full(plan.grid.size, v, np.int32)  # the point's true width and D (the spec's are padded)
+    return (keys, f32("alpha"), f32("lr"), f32("weight_decay"), plan.extra.subsets[seed_idx],
+            sizes(point.coords["width"]), sizes(point.coords["D"])), None
 
   def init(self, inputs, shared, *, spec: msp_train.Spec):
     member = msp_train.make_member(*inputs, spec=spec)

@@ -1,8 +1,10 @@
 """Training of MSP MLPs as pure functions: one `train_step`, `lax.scan` chunks, batched evaluation.
 
-A *member* is one run of a sweep (a seed and scalar hyperparameters). Everything here is written for one member; the
-engine (`scaling.engine`) vmaps it over members; shape-changing settings (width, D, batch, ...) live in the static
-`Spec`, so one `Spec` is one compiled program.
+A *member* is one run of a sweep (a seed, scalar hyperparameters, and its own width and D). Everything here is
+written for one member; the engine (`scaling.engine`) vmaps it over members. The static `Spec` holds the shapes of
+a bucket: its width and D are the largest of its members (padded), while every member carries its true width and D
+as traced values: hidden units past its width are masked (zero, no gradient, no update) and it samples only from the
+first D rows of its dataset buffer, so it trains exactly as it would in a program of its own shape.
 
 PRNG: each member's seed key is split once into purpose keys (init, data, shuffle, loop, eval); the batch of step s
 uses `fold_in(loop_key, s)`, the shuffle of epoch e `fold_in(shuffle_key, e)` and the evaluation at step s
@@ -61,10 +63,12 @@ class Member(NamedTuple):
   loop_key: jax.Array
   shuffle_key: jax.Array
   eval_key: jax.Array
-  data: task_lib.Dataset | None  # fixed-D training set, None online
+  width: jax.Array  # true hidden width (<= spec.model.width), int32
+  D: jax.Array  # true training-set size (<= spec.D; -1 online), int32
+  data: task_lib.Dataset | None  # fixed-D training set (spec.D rows, the first D used), None online
 
 
-# {"params", "opt"}; in fixed-D mode with minibatches also "perm" (epoch shuffle); with early stopping also "early":
+# {"params", "opt"}; with early stopping also "early":
 # {"stopped": bool, "rises": consecutive rises of the logged test loss, "prev": last logged loss, "stop_step"}.
 State = dict[str, Any]
 
@@ -81,21 +85,25 @@ def make_optimizer(spec: Spec, member: Member) -> optax.GradientTransformation:
 
 
 def make_member(seed_key: jax.Array, alpha: jax.Array, lr: jax.Array, weight_decay: jax.Array,
-                subsets_TxK: jax.Array, *, spec: Spec) -> Member:
-  """Splits the seed key into purpose keys once and materialises the fixed-D dataset (if any)."""
+                subsets_TxK: jax.Array, width: jax.Array | int | None = None, D: jax.Array | int | None = None, *,
+                spec: Spec) -> Member:
+  """Splits the seed key into purpose keys once and materialises the fixed-D dataset buffer (if any).
+
+  `width` / `D`: the member's true sizes (default: the spec's); the buffer has spec.D rows, prefix-stable in D.
+  """
   init_key, data_key, shuffle_key, loop_key, eval_key = jax.random.split(seed_key, 5)
   data = None
   if not spec.online:
     data = task_lib.make_dataset(data_key, spec.task, task_lib.task_probs(spec.task, alpha), subsets_TxK, spec.D)
   f32 = lambda v: jnp.asarray(v, jnp.float32)
-  return Member(f32(alpha), f32(lr), f32(weight_decay), subsets_TxK, init_key, loop_key, shuffle_key, eval_key, data)
+  i32 = lambda v, default: jnp.asarray(default if v is None else v, jnp.int32)
+  return Member(f32(alpha), f32(lr), f32(weight_decay), subsets_TxK, init_key, loop_key, shuffle_key, eval_key,
+                i32(width, spec.model.width), i32(D, spec.D), data)
 
 
 def init_state(member: Member, *, spec: Spec) -> State:
-  params = mlp.init(member.init_key, spec.model)
+  params = mlp.init(member.init_key, spec.model, width=member.width)
   state = {"params": params, "opt": make_optimizer(spec, member).init(params)}
-  if _shuffles(spec):
-    state["perm"] = task_lib.epoch_perm(member.shuffle_key, jnp.int32(0), spec.D)
   if spec.stop_early:
     state["early"] = {"stopped": jnp.bool_(False), "rises": jnp.int32(0), "prev": jnp.float32(jnp.inf),
                       "stop_step": jnp.int32(-1)}
@@ -111,50 +119,41 @@ def update_early_stop(early: dict[str, jax.Array], test_loss: jax.Array, step: j
           "stop_step": jnp.where(stop_now, step, early["stop_step"])}
 
 
-def _shuffles(spec: Spec) -> bool:
-  """Fixed-D with more than one minibatch per epoch (the state then carries the epoch's permutation)."""
-  return not spec.online and task_lib.minibatch_size(spec.D, spec.batch) < spec.D
-
-
-def get_batch(state: State, member: Member, step: jax.Array, spec: Spec) -> tuple[task_lib.Batch, State]:
-  """The training batch of `step`, and the state with the epoch permutation refreshed if an epoch starts."""
+def get_batch(member: Member, step: jax.Array, spec: Spec) -> task_lib.Batch:
+  """The training batch of `step`: fresh samples online; else minibatch `step` of the epoch shuffles of the member's
+  own first D samples (`task.dataset_batch`; weight 0 on padding rows)."""
   if spec.online:
     probs = task_lib.task_probs(spec.task, member.alpha)
     key = jax.random.fold_in(member.loop_key, step)
-    return task_lib.online_batch(key, spec.task, probs, member.subsets_TxK, spec.batch), state
-  perm = None
-  if _shuffles(spec):  # `step` is not batched over members, so this stays a real cond under vmap
-    nb = task_lib.batches_per_epoch(spec.D, spec.batch)
-    perm = jax.lax.cond(step % nb == 0, lambda: task_lib.epoch_perm(member.shuffle_key, step // nb, spec.D),
-                        lambda: state["perm"])
-    state = {**state, "perm": perm}
-  return task_lib.dataset_batch(member.data, perm, step, spec.task, spec.batch), state
+    return task_lib.online_batch(key, spec.task, probs, member.subsets_TxK, spec.batch)
+  return task_lib.dataset_batch(member.data, member.shuffle_key, step, spec.task, spec.batch, member.D)
 
 
-def logits_fn(params: mlp.Params, batch: task_lib.Batch, spec: Spec) -> jax.Array:
+def logits_fn(params: mlp.Params, batch: task_lib.Batch, spec: Spec, width: jax.Array | None = None) -> jax.Array:
   with jax.default_matmul_precision(spec.matmul_precision):
     if spec.onehot_lookup:
-      return mlp.apply_lookup(params, batch.task_B, batch.bits_BxN, spec.model.activation)
+      return mlp.apply_lookup(params, batch.task_B, batch.bits_BxN, spec.model.activation, width=width)
     x = task_lib.to_inputs(batch.task_B, batch.bits_BxN, spec.task.n_tasks)
-    return mlp.apply(params, x, spec.model.activation)
+    return mlp.apply(params, x, spec.model.activation, width=width)
 
 
-def per_example(params: mlp.Params, batch: task_lib.Batch, spec: Spec) -> tuple[jax.Array, jax.Array]:
+def per_example(params: mlp.Params, batch: task_lib.Batch, spec: Spec,
+                width: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Cross-entropy (nats) and 0/1 correctness of every example."""
-  logits = logits_fn(params, batch, spec)
+  logits = logits_fn(params, batch, spec, width)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.y_B)
   return ce, (jnp.argmax(logits, axis=-1) == batch.y_B).astype(jnp.float32)
 
 
-def loss_fn(params: mlp.Params, batch: task_lib.Batch, spec: Spec) -> jax.Array:
+def loss_fn(params: mlp.Params, batch: task_lib.Batch, spec: Spec, width: jax.Array | None = None) -> jax.Array:
   """Mean CE in nats over the (unmasked) batch."""
-  ce, _ = per_example(params, batch, spec)
+  ce, _ = per_example(params, batch, spec, width)
   return jnp.sum(ce * batch.weight_B) / jnp.sum(batch.weight_B)
 
 
 def train_step(state: State, batch: task_lib.Batch, member: Member, spec: Spec) -> tuple[State, dict[str, jax.Array]]:
   """One optimizer step on `batch`; returns the new state and scalar metrics (loss in nats, l2 norms)."""
-  loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, spec)
+  loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, spec, member.width)
   updates, opt = make_optimizer(spec, member).update(grads, state["opt"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "update_norm": optax.tree.norm(updates),
@@ -169,13 +168,13 @@ def evaluate(state: State, member: Member, step: jax.Array, spec: Spec) -> dict[
   """
   key = jax.random.fold_in(member.eval_key, step)
   batch = task_lib.eval_batch(key, spec.task, member.subsets_TxK, spec.eval_per_task)
-  ce, correct = per_example(state["params"], batch, spec)
+  ce, correct = per_example(state["params"], batch, spec, member.width)
   loss_T = ce.reshape(spec.task.n_tasks, spec.eval_per_task).mean(axis=1)
   acc_T = correct.reshape(spec.task.n_tasks, spec.eval_per_task).mean(axis=1)
   probs = task_lib.task_probs(spec.task, member.alpha)
-  train_batch, _ = get_batch(state, member, step, spec)
+  train_batch = get_batch(member, step, spec)
   return {"test_loss_task": loss_T, "test_acc_task": acc_T, "test_loss": jnp.dot(probs, loss_T),
-          "test_acc": jnp.dot(probs, acc_T), "train_loss": loss_fn(state["params"], train_batch, spec)}
+          "test_acc": jnp.dot(probs, acc_T), "train_loss": loss_fn(state["params"], train_batch, spec, member.width)}
 
 
 def chunk(state: State, member: Member, start: jax.Array, *, spec: Spec, n_steps: int):
@@ -189,7 +188,7 @@ def chunk(state: State, member: Member, start: jax.Array, *, spec: Spec, n_steps
     state = {**state, "early": update_early_stop(state["early"], evals["test_loss"], start, spec)}
 
   def body(state, step):
-    batch, state = get_batch(state, member, step, spec)
+    batch = get_batch(member, step, spec)
     new, metrics = train_step(state, batch, member, spec)
     if spec.stop_early:  # a stopped member keeps its parameters and optimizer state
       frozen = state["early"]["stopped"]
