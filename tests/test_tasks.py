@@ -105,26 +105,28 @@ def test_fixed_dataset_epochs_cover_every_sample_once():
   D, batch = 2500, 1024  # 3 minibatches per epoch, the last one partial (452)
   data = task_lib.make_dataset(jax.random.key(0), SMALL, task_lib.task_probs(SMALL, 0.4), _subsets(SMALL), D)
   assert task_lib.batches_per_epoch(D, batch) == 3
-  perm = task_lib.epoch_perm(jax.random.key(1), jnp.int32(0), D)
-  seen = []
-  for step in range(3):
-    b = task_lib.dataset_batch(data, perm, jnp.int32(step), SMALL, batch)
-    w = np.asarray(b.weight_B).astype(bool)
-    assert b.task_B.shape == (batch,)
-    seen.append(np.stack([np.asarray(b.task_B)[w], np.asarray(b.y_B)[w]], 1))
-  assert [len(s) for s in seen] == [1024, 1024, 452]
-  got = np.concatenate(seen)
   want = np.stack([np.asarray(data.task_D), np.asarray(data.y_D)], 1)
-  np.testing.assert_array_equal(got[np.lexsort(got.T)], want[np.lexsort(want.T)])
-  other = task_lib.epoch_perm(jax.random.key(1), jnp.int32(1), D)
-  assert not np.array_equal(np.asarray(perm), np.asarray(other))  # reshuffled every epoch
+  orders = []
+  for epoch in range(2):
+    seen = []
+    for step in range(3 * epoch, 3 * epoch + 3):
+      b = task_lib.dataset_batch(data, jax.random.key(1), jnp.int32(step), SMALL, batch, D)
+      w = np.asarray(b.weight_B).astype(bool)
+      assert b.task_B.shape == (batch,)
+      seen.append(np.stack([np.asarray(b.task_B)[w], np.asarray(b.y_B)[w]], 1))
+    assert [len(s) for s in seen] == [1024, 1024, 452]
+    got = np.concatenate(seen)
+    np.testing.assert_array_equal(got[np.lexsort(got.T)], want[np.lexsort(want.T)])
+    orders.append(got)
+  assert not np.array_equal(orders[0], orders[1])  # reshuffled every epoch
 
 
 def test_fixed_dataset_counts_and_full_batch():
   D = 500
   data = task_lib.make_dataset(jax.random.key(0), SMALL, task_lib.task_probs(SMALL, 0.4), _subsets(SMALL), D)
-  b = task_lib.dataset_batch(data, None, jnp.int32(7), SMALL, batch=2048)  # min(D, batch) = D: full batch
+  b = task_lib.dataset_batch(data, jax.random.key(1), jnp.int32(7), SMALL, 2048, D)  # min(D, batch) = D: full batch
   np.testing.assert_array_equal(np.asarray(b.task_B), np.asarray(data.task_D))
+  np.testing.assert_array_equal(np.asarray(b.weight_B), 1.0)
   counts = np.bincount(np.asarray(data.task_D), minlength=10)
   assert counts.sum() == D and counts[0] > counts[5]
 
