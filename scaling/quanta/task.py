@@ -167,7 +167,7 @@ def make_dataset(key: jax.Array, spec: MSPSpec, probs_T: jax.Array, subsets_TxK:
   """A fixed training set: task counts ~ Multinomial(D, p) (by inverse CDF), bits drawn once.
 
   Prefix-stable in D (the first D rows of a larger set are the set of size D, bitwise), so members with different D
-  can share one buffer: each draw is keyed by its flat index (partitionable threefry, JAX's default since 0.5).
+  can share one buffer: each draw is keyed by its flat index (`jax_threefry_partitionable`, on by default).
   """
   k_task, k_bits = jax.random.split(key)
   task = sample_tasks(k_task, probs_T, D)
