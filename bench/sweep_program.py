@@ -26,10 +26,7 @@ import sys
 import tempfile
 import time
 
-try:
-  import scaling  # noqa: F401  (installed with `pip install -e .`)
-except ImportError:
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout: scaling, configs
 
 from absl import app, flags, logging
 import jax
@@ -150,7 +147,7 @@ def main(_):
   plan = msp.plan(fig2_config(steps, True))
   progs, summary = programs.plan_programs(msp.EXPERIMENT, plan, jax.devices())
   print(f"   one program: {len(progs)} program(s), {summary['buckets']} bucket(s), useful/executed "
-        f"{summary['efficiency']:.3f}; widths {list(plan.shape_axes['width'])}")
+        f"{summary['efficiency']:.3f}; widths {[int(w) for w in plan.shape_axes['width']]}")
   one = in_process(fig2_config(steps, True))
   per = in_process(fig2_config(steps, False))
   for mode, r in (("one program", one), ("per shape", per)):
@@ -169,8 +166,9 @@ def main(_):
   print("\n4. the paper's Fig 2 width grid (30 widths 9..500), packed")
   full = msp.plan(msp_configs.get_config("fig2_n"))
   progs, summary = programs.plan_programs(msp.EXPERIMENT, full, jax.devices())
-  for b in progs[0].buckets:
-    print(f"   bucket width {b.spec.model.width:4d}: widths {[p.coords['width'] for p in b.points]}")
+  for i, prog in enumerate(progs):
+    for b in prog.buckets:
+      print(f"   program {i}, bucket width {b.spec.model.width:4d}: widths {[p.coords['width'] for p in b.points]}")
   print(f"   {summary['buckets']} buckets in {len(progs)} program(s); useful / executed FLOPs {summary['efficiency']:.3f}; "
         f"estimated memory {summary['bytes'] / 1e9:.2f} GB")
 

@@ -1,8 +1,10 @@
 r"""Multitask sparse parity sweeps of Michaud et al. (2023), "The Quantization Model of Neural Scaling".
 
 `alpha` here is the **paper's** α (p_i ∝ i^-(α+1)); the original code's `alpha=1.4` is our `alpha=0.4`.
-Sweep axes live in `config.sweep`: `width` and `D` are looped (one compiled program each); `seeds`, `alpha`, `lr`
-and `weight_decay` are vmapped inside that program (and sharded over all local devices).
+Sweep axes live in `config.sweep`: `width`, `D`, `seeds`, `alpha`, `lr` and `weight_decay` are all on the member
+axis of one compiled program (widths and D padded in buckets and masked per member; sharded over all local devices);
+`--config.sweep.one_program=False` compiles one program per (width, D) instead. See the README's "Whole sweeps as
+one program".
 
 Variants (`--config=configs/msp.py:<variant>`):
 
@@ -10,7 +12,7 @@ quick   CPU demo: 10 tasks, n=30, k=3, widths 4..256, 2 seeds, batch 2048, 5k st
           python -m launch.msp --config=configs/msp.py:quick --workdir=runs/quick
         Expect: loss falls with width from ~0.6 bit to <0.1 bit; the widest nets learn most of the 10 subtasks.
 
-quick_d CPU demo of data scaling: the quick task at width 128, D = 1,000..100,000 (5 programs), α in {0.3, 0.6}
+quick_d CPU demo of data scaling: the quick task at width 128, D = 1,000..100,000 (one program), α in {0.3, 0.6}
         vmapped, 3k steps. About 1 min on 2 CPU cores.
           python -m launch.msp --config=configs/msp.py:quick_d --workdir=runs/quick_d
         Expect: min-over-time loss falls with D once D reaches a few thousand; α_D and Fig 9 computable.
@@ -21,14 +23,14 @@ small   Spec §8's small CI config: 10/30/3, width 128, batch 2048, 10k steps, 3
 fig2_n  P-scaling-15 (Fig 2 N-panel and S-panel, Figs 7-8): 500 tasks, n=100, k=3, α=0.4, 30 widths 9..500,
         batch 20000, 200k steps, online, log every 100, seed 0.
           python -m launch.msp --config=configs/msp.py:fig2_n --workdir=runs/fig2_n
-        Cost: 6.0M steps (30 programs x 200k), 7.2 PFLOP with evaluation. Not yet timed on a GPU: at the spec's
+        Cost: 6.0M steps (30 widths x 200k), 7.2 PFLOP with evaluation. Not yet timed on a GPU: at the spec's
         estimate of 10-20 ms/step for width 500 on one H100, at most 17-33 GPU-hours (narrow nets are cheaper; the
         original used up to one GPU-day per width). Expect: final mean loss ~0.62-0.65 bit at N~5e3 falling to
         ~0.13 bit at N=3.0e5 (width 500) along N^-0.4; the width-500 run learns ~35-41 subtasks.
 
 fig2_d  D-scaling-6 (Fig 2 D-panel): width 500, 30 values of D from 9,999 to 4,999,999, 1M steps, log every 100.
           python -m launch.msp --config=configs/msp.py:fig2_d --workdir=runs/fig2_d
-        Cost: 30M steps (30 programs x 1M), 139 PFLOP; at 10-20 ms/step (spec estimate, not timed here) 83-167
+        Cost: 30M steps (30 values of D x 1M), 139 PFLOP; at 10-20 ms/step (spec estimate, not timed here) 83-167
         GPU-hours. The paper's argmin of the test loss came at <= 9,500 steps for every D, so
         `--config.train.steps=20000` gives the same figure 50x cheaper (1.7-3.3 GPU-hours).
         Expect: min-over-time loss flat at ~1 bit for D <~ 6e4, then falling along D^-0.286 to ~0.25 bit at 5e6.
@@ -36,13 +38,13 @@ fig2_d  D-scaling-6 (Fig 2 D-panel): width 500, 30 values of D from 9,999 to 4,9
 fig10_n P-scaling-17 (Fig 10 rows 1-2): α in 0.1..0.8 (8 values) x 3 seeds vmapped (24 members per program),
         20 widths 9..300, 100k steps, log every 500. Subsets differ per seed, as in the original (seed 0, 1, 2).
           python -m launch.msp --config=configs/msp.py:fig10_n --workdir=runs/fig10_n
-        Cost: 2M steps (20 programs x 100k) of 24 members each, 36 PFLOP; not yet timed on a GPU.
+        Cost: 2M steps (20 widths x 100k) of 24 members each, 36 PFLOP; not yet timed on a GPU.
         Expect: α_N ≈ 0.23, 0.28, 0.34, 0.38, 0.46, 0.50, 0.57, 0.61 and α_S ≈ 0.23 .. 0.48 for α = 0.1 .. 0.8.
 
 fig10_d D-scaling-9 (Fig 10 row 3, Fig 9): width 500, α in 0.1..0.8 step 0.05 (15 values vmapped), 25 values of D
         from 9,999 to 4,999,999, 100k steps, log every 500, seed 0.
           python -m launch.msp --config=configs/msp.py:fig10_d --workdir=runs/fig10_d
-        Cost: 2.5M steps (25 programs x 100k) of 15 members each, 158 PFLOP; not yet timed on a GPU. The 15
+        Cost: 2.5M steps (25 values of D x 100k) of 15 members each, 158 PFLOP; not yet timed on a GPU. The 15
         datasets of D=5e6 take 1.2 GB on device (bits packed 32 per word).
         Expect: α_D ≈ 0.27 .. 0.40 (nearly flat in α); n_learned(D) exponents ≈ 0.88 .. 0.58.
 

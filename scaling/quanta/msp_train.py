@@ -7,7 +7,7 @@ as traced values: hidden units past its width are masked (zero, no gradient, no 
 first D rows of its dataset buffer, so it trains exactly as it would in a program of its own shape.
 
 PRNG: each member's seed key is split once into purpose keys (init, data, shuffle, loop, eval); the batch of step s
-uses `fold_in(loop_key, s)`, the shuffle of epoch e `fold_in(shuffle_key, e)` and the evaluation at step s
+uses `fold_in(loop_key, s)`, the shuffle of epoch e `task.epoch_index(shuffle_key, e, ., D)` and the evaluation at step s
 `fold_in(eval_key, s)`, so a resumed run reproduces an uninterrupted one exactly.
 """
 
