@@ -12,7 +12,9 @@ Variants (`--config=configs/addition.py:<variant>`):
 
 quick   CI demo: sizes (64, 256, 512, 1024), 2 seeds, 200 steps at lr 1e-3 (10x the paper's, so that the break shows
         within 200 steps), log every 20. 0.74M sample-steps, 118 s of CPU time: measured 2 min 34 s wall on 2 cores
-        shared with other jobs (the run got 0.76 of a core on average); about 1-1.5 min on 2 idle cores.
+        shared with other jobs (the run got 0.76 of a core on average); about 1-1.5 min on 2 idle cores. The default
+        one program (3 buckets: 64 padded to 256, 512, 1024; useful / executed FLOPs 0.91) and one program per size
+        (--config.sweep.one_program=False) took the same time here: 86 s wall, 148 s CPU each on 2 near-idle cores.
           python -m launch.addition --config=configs/addition.py:quick --workdir=runs/add_quick
         Expect (measured, means over the 2 seeds): min test CE 2.31 nats at 64 and 2.10 at 256 (memorised: final CE
         6.1 and 5.7, accuracy 0), then a sharp drop: 0.64 at 512 (accuracy 0.16) and 0.21 at 1024 (accuracy 0.64).

@@ -59,8 +59,10 @@ def _addition():
   c = addition.addition_config()
   c.task.update(n_test=50)
   c.model.update(d_model=16, n_head=2, d_ff=32)
-  c.train.update(steps=20, log_every=10, lr=1e-3, checkpoint_every=1)
-  c.sweep.update(train_size=(8, 16), seeds=3)  # 3 seeds: padded to 4 on 4 devices
+  # one program of one bucket: size 8 (20 steps) and 16 (10 steps; frozen after them, so the kill after the third
+  # metrics append, at step 10, resumes through its last evaluation); 6 members padded to 8 on 4 devices
+  c.train.update(steps=20, data_steps=(160,), log_every=5, lr=1e-3, checkpoint_every=1)
+  c.sweep.update(train_size=(8, 16), seeds=3, efficiency=0.4)
   return addition.EXPERIMENT, c, {"train.lr": 1e30}, {"sweep.train_size": ()}
 def _rf_gd():
   from scaling.dynamics import rf_gd  # pylint: disable=import-outside-toplevel
@@ -82,12 +84,12 @@ def _rf_gd():
 # AdamW steps (normalised, clipped updates) carry parameter differences of that order into the loss without
 # amplifying them at these sizes (measured on this config: 1.7e-7). Bound: 2e-6.
 # Addition: its test CE averages 50 problems x 5 digits (log2(250) ≈ 8 ulp ≈ 1e-6); and the training reductions may be
-# reordered too (vmapped 3 seeds vs 1 on avx512 CPUs), perturbing gradients by ~1e-6 relative, which Adam's normalised
-# step turns into <= lr x 1e-6 per step per parameter: <= 20 x 1e-3 x 1e-6 = 2e-8 in the 20 steps, changing the loss
-# by <= ||grad L||_1 x 2e-8 <= sqrt(P = 2.8k) x ||grad L||_2 (<= 4) x 2e-8 ≈ 4e-6, 2e-6 relative to CE ≈ 2.2. The key
-# bias, whose gradient is pure rounding noise (softmax is shift invariant), moves by up to ~lr x steps differently but
-# shifts all scores of a query equally, so the loss does not see it (measured: CE differs by <= 1 ulp). Sum ≈ 3e-6;
-# 1e-5 leaves a 3x margin.
+# reordered too (6 members on 1 device vs 2 per device, on avx512 CPUs), perturbing gradients by ~1e-6 relative, which
+# Adam's normalised step turns into <= lr x 1e-6 per step per parameter: <= 20 x 1e-3 x 1e-6 = 2e-8 in the (at most) 20
+# steps, changing the loss by <= ||grad L||_1 x 2e-8 <= sqrt(P = 2.8k) x ||grad L||_2 (<= 4) x 2e-8 ≈ 4e-6, 2e-6
+# relative to CE ≈ 2.2. The key bias, whose gradient is pure rounding noise (softmax is shift invariant), moves by up to
+# ~lr x steps differently but shifts all scores of a query equally, so the loss does not see it (measured: CE differs by
+# <= 1 ulp). Sum ≈ 3e-6; 1e-5 leaves a 3x margin.
 # rf_gd is float64: the same reordering of its length-n dot products (n <= max(N, P, M) = 50: log2(50) ≈ 6 ulp,
 # eps64 = 2.2e-16) in each of its 40 GD steps, which stable GD (|1 - ημ| <= 1 on every mode) does not amplify, adds up
 # to <= 40 x 6 x 2.2e-16 ≈ 5e-14 relative in w, ≈ 1e-13 in the losses (squares; they stay O(1), no cancellation).

@@ -3,9 +3,12 @@
 The task (problems, encoding, splits) is `scaling.bnsl.addition_task`; the model (the shared transformer in its
 minGPT form) and the per-seed full-batch AdamW training are `scaling.bnsl.addition_train`.
 
-Sweep on the engine (`scaling.engine`): points are the training-set sizes (shape axis `train_size`, one compiled
-program each, each with its own number of steps), members the seeds (vmapped, sharded over devices). A seed's training
-set is a member input (host numpy, leading seed axis); the test set is shared. PRNG: `split(key(seed), n_seeds)`
+Sweep on the engine (`scaling.engine`): points are the training-set sizes (shape axis `train_size`, each with its own
+number of steps), members the seeds (vmapped, sharded over devices). By default (`sweep.one_program`) the sizes share
+one compiled program: buckets of sizes padded to their largest training set, each member weighing only its own rows
+and frozen after its own steps (exact up to float32 summation order: see `addition_train`); with
+`one_program=False` every size is its own program. A seed's training set is a member input (host numpy, leading seed
+axis, zero rows past its size), with its true size and steps; the test set is shared. PRNG: `split(key(seed), n_seeds)`
 gives the seed keys, each split once into (init, data) keys; the data key seeds the host numpy stream of training
 problems. Every size reuses the same seed keys (same init, nested training sets: common random numbers).
 
@@ -14,7 +17,7 @@ ignore_index mean over its single test batch of 1000), exact-match accuracy, and
 
 Workdir (the engine's): config.json, metrics.jsonl (one line per size and log step), curves.npz with axes
 [train_size, seed, log_step] (+ per [train_size, seed] final/min summaries, `steps` per size), points/n<size>.npz,
-checkpoints/n<size>/. Re-running resumes bitwise.
+checkpoints/<program>/ (`program`, or n<size> per size). Re-running resumes bitwise.
 
 Differences from the original: the test problems come from our numpy stream, not `RandomState(1).permutation(10^8)`,
 and the training sets from numpy rather than Python's `random.shuffle` (same distributions, different problems); the
@@ -23,6 +26,7 @@ original gave every (size, seed) run its own seed; PyTorch's clipping divides by
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -70,7 +74,10 @@ def addition_config() -> ml_collections.ConfigDict:
       max_memory_gb=8.0,  # refuse a point whose training activations (`train_memory_gb`) would exceed this
   ))
   c.sweep = ml_collections.ConfigDict(dict(
-      train_size=(160, 320, 480, 640, 800, 928),  # looped: one compiled program per size
+      one_program=True,  # sizes on the member axis: one compiled program (False: one program per size)
+      efficiency=0.8,  # least useful / executed FLOPs of the size buckets (padding and frozen-step waste bound)
+      max_memory_gb=0.0,  # memory budget of one program; 0: the device's (GPU) or the host's (CPU); over it: split
+      train_size=(160, 320, 480, 640, 800, 928),  # shape axis: members of one program (padded) or one program each
       seeds=5,  # vmapped
   ))
   return c
@@ -92,6 +99,15 @@ def train_memory_gb(model: lm.LMConfig, n_seeds: int, train_size: int) -> float:
   D, F, H, T, V = model.d_model, model.d_ff, model.n_heads, model.max_len, model.vocab_size
   per_token = model.n_layers * (10 * D + 2 * F + 2 * H * T) + 3 * D + 2 * V
   return 4.0 * n_seeds * train_size * T * per_token / 1e9
+
+
+def step_flops(model: lm.LMConfig, rows: int) -> float:
+  """Matmul FLOPs of a full-batch training step on `rows` problems: 3x the forward (forward and backward), whose
+  per-token FLOPs are per layer 2 (4 D^2 + 2 D F) (projections, MLP) + 4 T D (scores and values, causal half counted
+  in full), and 2 D V for the head, at all T positions."""
+  D, F, T, V = model.d_model, model.d_ff, model.max_len, model.vocab_size
+  per_token = model.n_layers * (2 * (4 * D * D + 2 * D * F) + 4 * T * D) + 2 * D * V
+  return 3.0 * rows * T * per_token
 
 
 def _data_steps(cfg: dict[str, Any], sizes: tuple[int, ...]) -> tuple[int, ...]:
@@ -138,6 +154,7 @@ class Addition(E.Experiment):
   name = "addition"
   unit = "seeds"
   finite_names = {"test_ce": "test CE", "train_ce": "train CE"}
+  packs_steps = True  # sizes of different steps share a bucket: members are frozen past their own steps
 
   def default_config(self) -> ml_collections.ConfigDict:
     return addition_config()
@@ -162,6 +179,10 @@ class Addition(E.Experiment):
     for path in ("train.b1", "train.b2"):
       C.number(cfg, path, 0, 1, hi_open=True)
     C.number(cfg, "train.weight_decay", 0)
+    if not isinstance(cfg["sweep"]["one_program"], bool):
+      raise ValueError(f"sweep.one_program must be true or false, got {cfg['sweep']['one_program']!r}")
+    C.number(cfg, "sweep.efficiency", 0, 1, lo_open=True)
+    C.number(cfg, "sweep.max_memory_gb", 0)
     sizes = C.axis(cfg, "sweep.train_size", integer=True, lo=1)
     available = num - n_test
     if max(sizes) > available:
@@ -173,12 +194,15 @@ class Addition(E.Experiment):
       raise ValueError(f"sweep.train_size {max(sizes)} with {n_seeds} seeds needs ~{need:.1f} GB of training "
                        f"activations, over train.max_memory_gb={tr['max_memory_gb']} (fewer seeds, smaller sizes, or "
                        "raise the limit)")
-    spec = train_lib.Spec(model, n_digit, float(tr["lr"]), float(tr["b1"]), float(tr["b2"]), float(tr["eps"]),
-                          float(tr["weight_decay"]), float(tr["grad_clip"]), m["matmul_precision"])
-    points = tuple(E.Point(point_name(n), (i,), spec, s, {"train_size": n})
+    spec = lambda n: train_lib.Spec(model, n, n_digit, float(tr["lr"]), float(tr["b1"]), float(tr["b2"]),
+                                    float(tr["eps"]), float(tr["weight_decay"]), float(tr["grad_clip"]),
+                                    m["matmul_precision"])
+    points = tuple(E.Point(point_name(n), (i,), spec(n), s, {"train_size": n})
                    for i, (n, s) in enumerate(zip(sizes, steps)))
+    sw = cfg["sweep"]
     return E.Plan(cfg, {"train_size": np.asarray(sizes)}, points, Grid.of(seed=range(n_seeds)), tr["log_every"],
-                  tr["checkpoint_every"], tr["max_to_keep"])
+                  tr["checkpoint_every"], tr["max_to_keep"], one_program=sw["one_program"],
+                  efficiency=float(sw["efficiency"]), max_memory_gb=float(sw["max_memory_gb"]))
 
   def prepare(self, plan: E.Plan, workdir: str) -> E.Plan:
     with jax.transfer_guard("allow"):  # eval_shape of the init from a Python-int key
@@ -186,20 +210,39 @@ class Addition(E.Experiment):
     logging.info("addition: %d parameters", n_params)
     return plan
 
-  def inputs(self, plan: E.Plan, point: E.Point, spec):
+  # -- packing: every size may share a bucket (of any steps); the training-set buffer is padded to the largest
+  def pack_group(self, plan: E.Plan, point: E.Point) -> str:
+    return "sizes"
+
+  def pack(self, plan: E.Plan, points: Sequence[E.Point]) -> train_lib.Spec:
+    return dataclasses.replace(points[0].spec, train_size=max(p.coords["train_size"] for p in points))
+
+  def cost(self, plan: E.Plan, spec: train_lib.Spec) -> float:
+    """FLOPs of one seed's full-batch step: every row of the buffer, padding included."""
+    return step_flops(spec.model, spec.train_size)
+
+  def memory(self, plan: E.Plan, spec: train_lib.Spec) -> float:
+    """Bytes of one seed's training activations on the buffer (`train_memory_gb`; the rest is megabytes)."""
+    return train_memory_gb(spec.model, 1, spec.train_size) * 1e9
+
+  def inputs(self, plan: E.Plan, point: E.Point, spec: train_lib.Spec):
+    """(seed keys, training sets padded with zero rows to spec.train_size, true sizes, steps), and the test set."""
     init_S, _ = seed_keys(plan)
-    train, test = datasets(plan, point.coords["train_size"])
-    return (init_S, train), test
+    n = point.coords["train_size"]
+    train, test = datasets(plan, n)
+    pad = lambda a: np.pad(a, ((0, 0), (0, spec.train_size - n), (0, 0)))
+    full = lambda v: np.full(plan.grid.size, v, np.int32)
+    return (init_S, task.Data(*map(pad, train)), full(n), full(point.steps)), test
 
   def init(self, inputs, shared, *, spec: train_lib.Spec):
-    key, train = inputs
-    return train_lib.init_state(key, spec), train
+    key, train, n, steps = inputs
+    return train_lib.init_state(key, spec), train_lib.Member(train, n, steps)
 
-  def chunk(self, state, train, test, start, *, spec: train_lib.Spec, n_steps: int):
-    return train_lib.chunk(state, train, test, spec=spec, n_steps=n_steps)
+  def chunk(self, state, member, test, start, *, spec: train_lib.Spec, n_steps: int):
+    return train_lib.chunk(state, member, test, start, spec=spec, n_steps=n_steps)
 
-  def evaluate(self, state, train, test, step, *, spec: train_lib.Spec):
-    return train_lib.evaluate(state["params"], train, test, spec)
+  def evaluate(self, state, member, test, step, *, spec: train_lib.Spec):
+    return train_lib.evaluate(state["params"], member, test, spec)
 
   def record(self, plan: E.Plan, point: E.Point, step: int, ev: dict[str, np.ndarray]) -> dict[str, Any]:
     return {"test_ce": float(ev["test_ce"].mean()), "test_ce_min": float(ev["test_ce"].min()),

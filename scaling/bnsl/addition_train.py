@@ -7,12 +7,18 @@ learned positional embeddings, causal attention, exact-GELU MLP, final LN, untie
 
 Optimiser: AdamW (0.9, 0.95), weight decay 0.1 on Linear weights only, global grad-norm clip 1.0, constant lr 1e-4.
 Full batch (the batch is the whole training set), so steps are deterministic: no per-step keys are needed.
+
+Sizes on the member axis: the static `Spec` holds the rows of a bucket's training-set buffer (its largest size), while
+every member carries its true size n and its steps as traced values (`Member`). The loss and training metrics weigh
+the first n rows 1 and the padding rows 0 (mean over the n real problems), so padding adds exact zeros to the loss
+and the gradients; from step `steps` on the member's parameters and optimizer state stay frozen. A member thus trains
+as it would in a program of its own size and length, up to the order of float32 sums.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +36,7 @@ class Spec:
   """Static description of one compiled program (with the training-set shape)."""
 
   model: lm.LMConfig
+  train_size: int  # rows of the training-set buffer: the largest training set of the bucket
   n_digit: int = 4
   lr: float = 1e-4
   b1: float = 0.9
@@ -38,6 +45,14 @@ class Spec:
   weight_decay: float = 0.1
   grad_clip: float = 1.0
   matmul_precision: str = "highest"  # true f32 matmuls as PyTorch's default
+
+
+class Member(NamedTuple):
+  """A seed's constants (vmapped leading axis in a sweep): its training set and true sizes."""
+
+  train: Data  # (spec.train_size, T) buffer: the first n rows are the training set, the rest padding
+  n: jax.Array  # true training-set size, int32
+  steps: jax.Array  # training steps; frozen from step `steps` on, int32
 
 
 def make_optimizer(spec: Spec) -> optax.GradientTransformation:
@@ -69,15 +84,25 @@ def per_problem(params: Params, data: Data, spec: Spec) -> tuple[jax.Array, jax.
   return ce_NxO.mean(axis=-1), exact_N.astype(jnp.float32)
 
 
-def loss_fn(params: Params, data: Data, spec: Spec) -> tuple[jax.Array, jax.Array]:
-  """Mean CE (nats) over all output digits of all problems (minGPT's ignore_index mean), and exact-match accuracy."""
+def loss_fn(params: Params, data: Data, spec: Spec, n: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Mean CE (nats) over all output digits of all problems (minGPT's ignore_index mean), and exact-match accuracy.
+
+  `n`: only the first n problems count (weight 1; the others 0). Every problem has the same n_digit + 1 output
+  digits, so the mean over the real problems of their per-problem means is the mean over all their output digits.
+  """
   ce_N, exact_N = per_problem(params, data, spec)
-  return ce_N.mean(), exact_N.mean()
+  if n is None:
+    return ce_N.mean(), exact_N.mean()
+  w_N = (jnp.arange(ce_N.shape[0]) < n).astype(ce_N.dtype)
+  n_real = n.astype(ce_N.dtype)
+  return jnp.sum(ce_N * w_N) / n_real, jnp.sum(exact_N * w_N) / n_real
 
 
-def train_step(state: State, batch: Data, *, spec: Spec) -> tuple[State, dict[str, jax.Array]]:
-  """One full-batch AdamW step; metrics are the train CE and accuracy *before* the step and the l2 norms."""
-  (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, spec)
+def train_step(state: State, batch: Data, *, spec: Spec,
+               n: jax.Array | None = None) -> tuple[State, dict[str, jax.Array]]:
+  """One full-batch AdamW step on the first `n` problems of `batch` (all if None); metrics are the train CE and
+  accuracy *before* the step and the l2 norms."""
+  (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, spec, n)
   updates, opt = make_optimizer(spec).update(grads, state["opt"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = {"loss": loss, "acc": acc, "grad_norm": optax.tree.norm(grads), "update_norm": optax.tree.norm(updates),
@@ -85,21 +110,28 @@ def train_step(state: State, batch: Data, *, spec: Spec) -> tuple[State, dict[st
   return {"params": params, "opt": opt}, metrics
 
 
-def evaluate(params: Params, train: Data, test: Data, spec: Spec) -> dict[str, jax.Array]:
+def evaluate(params: Params, member: Member, test: Data, spec: Spec) -> dict[str, jax.Array]:
   """Test CE (nats, output digits) and exact-match accuracy on the test problems; the same on the training set."""
   test_ce, test_acc = loss_fn(params, test, spec)
-  train_ce, train_acc = loss_fn(params, train, spec)
+  train_ce, train_acc = loss_fn(params, member.train, spec, member.n)
   return {"test_ce": test_ce, "test_acc": test_acc, "train_ce": train_ce, "train_acc": train_acc}
 
 
-def chunk(state: State, train: Data, test: Data, *, spec: Spec, n_steps: int):
-  """Evaluates, then scans `n_steps` full-batch steps. The train metrics at the chunk start are the first step's
-  (same params, same batch), so evaluation only runs the test forward.
+def chunk(state: State, member: Member, test: Data, start: jax.Array, *, spec: Spec, n_steps: int):
+  """Evaluates, then scans the `n_steps` full-batch steps start, start + 1, ...; from step `member.steps` on the
+  state stays as it is. The train metrics at the chunk start are the first step's (same params, same batch), so
+  evaluation only runs the test forward.
 
   Returns (state, evaluation at the chunk start, per-step metrics: "loss" of step i is that of the parameters after
   start + i updates, as the engine expects).
   """
   test_ce, test_acc = loss_fn(state["params"], test, spec)
-  state, metrics = jax.lax.scan(lambda s, _: train_step(s, train, spec=spec), state, None, length=n_steps)
+
+  def body(state: State, step: jax.Array) -> tuple[State, dict[str, jax.Array]]:
+    new, metrics = train_step(state, member.train, spec=spec, n=member.n)
+    live = step < member.steps  # a member past its own steps keeps its parameters and optimizer state
+    return jax.tree.map(lambda b, a: jnp.where(live, b, a), new, state), metrics
+
+  state, metrics = jax.lax.scan(body, state, start + jnp.arange(n_steps, dtype=jnp.int32))
   evals = {"test_ce": test_ce, "test_acc": test_acc, "train_ce": metrics["loss"][0], "train_acc": metrics["acc"][0]}
   return state, evals, metrics

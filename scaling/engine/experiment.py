@@ -10,7 +10,13 @@ An experiment is a `Experiment` subclass (one instance per module) with
   start + i), `evaluate(state, consts, shared, step, spec=)` -> evaluation at `step`;
 - host hooks: `inputs(plan, point)` (member inputs with a leading member axis, and shared inputs), `record` /
   `progress` (a metrics line and the progress text), `outputs` / `arrays` (extra named arrays), and the optional
-  `prepare` / `write` / `finish` around the run.
+  `prepare` / `write` / `finish` around the run;
+- optionally, packing several points into one program (`pack_group`, `pack`, `cost`, `memory`; see
+  `scaling.engine.programs`). A bucket's points train for the same number of steps, unless `packs_steps` is True:
+  then points of different steps may share a bucket, which runs to its longest point's steps; the experiment's
+  inputs must carry each point's own steps, and its `chunk` must freeze a member (parameters and optimizer state)
+  from step `point.steps` on. The engine records a point only at log steps <= its steps (its final evaluation is
+  the one at its own last step), so its files and arrays are those of its own program.
 
 The engine owns the rest (see `scaling.engine`). Evaluation arrays get the axes
 shape axes + grid axes + ("log_step",) + `tail_axes[name]`.
@@ -77,6 +83,7 @@ class Experiment:
   x64 = False  # run the points (states, checkpoints) with float64 enabled
   tail_axes: Mapping[str, tuple[str, ...]] = {}  # extra trailing axes of evaluation arrays
   finite_names: Mapping[str, str] = {}  # evaluation key -> name in the NaN/Inf message; all must stay finite
+  packs_steps = False  # points of different steps may share a bucket (members frozen past their own; see above)
 
   # -- config and plan -------------------------------------------------------------------------------------------
   def default_config(self) -> ml_collections.ConfigDict:
@@ -102,7 +109,8 @@ class Experiment:
     return None
 
   def cost(self, plan: Plan, spec: Hashable) -> float:
-    """Cost (e.g. FLOPs) of one member's training step under `spec`: the bucketing's measure of padding waste."""
+    """Cost (e.g. FLOPs) of one member's training step under `spec`; x steps, the bucketing's measure of padding
+    waste."""
     return 1.0
 
   def memory(self, plan: Plan, spec: Hashable) -> float:

@@ -8,6 +8,10 @@ records truncated to it, metric lines after it dropped, a torn last line too). A
 non-finite value, saves every point's partial records and the program's checkpoint every `checkpoint_every` chunks
 and at the end, and logs progress about every `LOG_SECONDS`.
 
+A program runs to its longest point's steps. A point of fewer steps (in a bucket of an experiment that packs steps;
+its members are frozen from their last step on) is recorded, logged and checked only at log steps <= its own: its
+last line and final evaluation are those at its last step, the evaluation at the start of the first chunk past it.
+
 One meaning of "step" everywhere: the evaluation logged at step s is of the parameters after s updates; a non-finite
 training loss "at step s" is the loss of those same parameters, computed by update s + 1.
 """
@@ -88,8 +92,8 @@ class ProgramRun:
     self.points = program.points
     self.where = [(bi, k) for bi, b in enumerate(self.buckets) for k in range(len(b.points))]  # point -> bucket
     self.npz = {p.name: os.path.join(workdir, "points", p.name + ".npz") for p in self.points}
-    self.steps = self.points[0].steps
-    if any(p.steps != self.steps for p in self.points):
+    self.steps = max(p.steps for p in self.points)
+    if not exp.packs_steps and any(p.steps != self.steps for p in self.points):
       raise ValueError(f"program {program.name}: its points train for different numbers of steps")
     self.replicated = NamedSharding(mesh, P())
 
@@ -174,25 +178,27 @@ class ProgramRun:
     names = {p.name for p in points}
     wd.drop_metrics(self.workdir, lambda r: r.get("point") in names and r["step"] >= start * log_every)
 
-    def add(evs: tuple) -> list[Arrays]:
-      per = self.per_point(evs)
-      for p, ev in zip(points, per):
+    def add(step: int, evs: tuple) -> tuple[list[Any], list[Arrays]]:
+      """Records the evaluations at `step` of the points that train that far; returns those points and theirs."""
+      live = [(p, ev) for p, ev in zip(points, self.per_point(evs)) if step <= p.steps]
+      for p, ev in live:
         for k, v in ev.items():
           records[p.name].setdefault(k, []).append(v)
-      return per
+      return [p for p, _ in live], [ev for _, ev in live]
 
     def stacked(p: Any) -> Arrays:
       return {k: np.stack(v, axis=1) for k, v in records[p.name].items()}  # [member, n_logs, ...]
 
-    def lines(step: int, per: list[Arrays], extra: list[dict[str, Any]], done: int) -> list[dict[str, Any]]:
+    def lines(step: int, pts: list[Any], per: list[Arrays], extra: list[dict[str, Any]],
+              done: int) -> list[dict[str, Any]]:
       now = time.time()
       rate = done / (now - t0) if done else None
       return [{"point": p.name, **p.coords, "step": step, "time": now, "steps_per_s": rate,
                **{f"{k}_per_s": rate * n if rate else None for k, n in units[p.name].items()},
-               **exp.record(self.plan, p, step, ev), **x} for p, ev, x in zip(points, per, extra)]
+               **exp.record(self.plan, p, step, ev), **x} for p, ev, x in zip(pts, per, extra)]
 
-    def check(step: Any, per: list[Arrays]) -> None:
-      for p, ev in zip(points, per):
+    def check(step: Any, pts: list[Any], per: list[Arrays]) -> None:
+      for p, ev in zip(pts, per):
         self.check_finite(p, step, {exp.finite_names.get(k, k): ev[k] for k in exp.finite_names})
 
     total = n_chunks * log_every
@@ -208,12 +214,14 @@ class ProgramRun:
                                                           specs=self.specs, n_steps=log_every)
         evs, means_b, first_b = jax.device_get((evs, means_b, first_b))
         means, firsts = self.per_point(means_b), self.per_point(first_b)
-      per = add(evs)
-      check(step, per)
-      recs = lines(step, per, [{f"chunk_{k}": float(np.mean(v)) for k, v in m.items()} for m in means], end - s0)
+      pts, per = add(step, evs)
+      check(step, pts, per)
+      chunk_means = {p.name: {f"chunk_{k}": float(np.mean(v)) for k, v in m.items()} for p, m in zip(points, means)}
+      recs = lines(step, pts, per, [chunk_means[p.name] if step < p.steps else {} for p in pts], end - s0)
       wd.append_metrics(self.workdir, recs)
       for p, first in zip(points, firsts):
-        self.check_finite(p, first, {"training loss": np.where(first >= 0, np.nan, 0.0)})
+        if step < p.steps:  # the chunk trained this point (else its members stay frozen)
+          self.check_finite(p, first, {"training loss": np.where(first >= 0, np.nan, 0.0)})
       if (c + 1) % self.plan.checkpoint_every == 0 or c + 1 == n_chunks:
         for p in points:
           wd.save_npz(self.npz[p.name], complete=np.asarray(False), **stacked(p))
@@ -226,9 +234,9 @@ class ProgramRun:
                      end, total, rate, sum(self.Ms), exp.unit, (total - end) / max(rate, 1e-9),
                      f"{shown['point']} " if len(recs) > 1 else "", step, exp.progress(shown))
     evs = jax.device_get(run_program_evaluate(states, consts, shared, self._step(total), exp=exp, specs=self.specs))
-    per = add(evs)
-    check(total, per)
-    wd.append_metrics(self.workdir, lines(total, per, [{} for _ in points], total - s0))
+    pts, per = add(total, evs)
+    check(total, pts, per)
+    wd.append_metrics(self.workdir, lines(total, pts, per, [{} for _ in pts], total - s0))
     host = tuple(checkpoints.to_host(s, m) for s, m in zip(states, self.Ms))
     results, out_axes = {}, {}
     for p, st in zip(points, self.per_point(host)):

@@ -3,10 +3,12 @@
 Per shape (`one_program=False`): every point is its own program, as a single bucket with the point's spec.
 One program (`one_program=True`): points the experiment can pack (same `pack_group`) share *buckets*: one static
 spec with shapes padded to the bucket's largest (`Experiment.pack`), the members of all its points side by side on
-the member axis, each with its own true sizes as traced values. Buckets bound the padding waste: within each group
-the points are sorted by cost and cut into the fewest contiguous buckets whose useful / executed cost is at least
-`efficiency`. All buckets run in one program, unless the estimated memory exceeds the budget: then the buckets (and
-if needed a bucket's points) are split into as few programs as fit.
+the member axis, each with its own true sizes as traced values. A bucket's points train for the same number of steps,
+unless the experiment packs steps (`Experiment.packs_steps`): then a bucket runs to its longest point's steps and
+each member stops updating at its own. Buckets bound the padding waste: within each group the points are sorted by
+cost and cut into the fewest contiguous buckets whose useful / executed cost (a step's cost x steps) is at least
+`efficiency`. All buckets of equal steps run in one program, unless the estimated memory exceeds the budget: then the
+buckets (and if needed a bucket's points) are split into as few programs as fit.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ class Bucket:
   spec: Hashable
   points: tuple[Any, ...]  # experiment.Point
 
+  @property
+  def steps(self) -> int:
+    """Steps the bucket runs: its longest point's (all of them, unless the experiment packs steps)."""
+    return max(p.steps for p in self.points)
+
 
 @dataclasses.dataclass(frozen=True)
 class Program:
@@ -43,18 +50,27 @@ def per_shape(points: Sequence[Any]) -> list[Program]:
   return [Program(p.name, (Bucket(p.spec, (p,)),)) for p in points]
 
 
+def useful_cost(exp: Any, plan: Any, points: Sequence[Any]) -> float:
+  """Cost of the points' own programs: a member-step's cost under each point's spec x its steps."""
+  return sum(exp.cost(plan, p.spec) * p.steps for p in points)
+
+
+def executed_cost(exp: Any, plan: Any, b: Bucket) -> float:
+  """Cost of a bucket: every point's members run the bucket's (padded) spec for the bucket's steps."""
+  return len(b.points) * exp.cost(plan, b.spec) * b.steps
+
+
 def _cut(exp: Any, plan: Any, pts: list[Any], efficiency: float) -> list[Bucket]:
   """The fewest contiguous buckets of `pts` (sorted by cost) with useful / executed cost >= efficiency (DP)."""
   n = len(pts)
-  cost = [exp.cost(plan, p.spec) for p in pts]
   spec: dict[tuple[int, int], Hashable] = {}
   executed: dict[tuple[int, int], float] = {}
   for i in range(n):
     for j in range(i + 1, n + 1):
       s = pts[i].spec if j == i + 1 else exp.pack(plan, pts[i:j])
       spec[i, j] = s
-      executed[i, j] = math.inf if s is None else (j - i) * exp.cost(plan, s)
-  useful = sum(cost)
+      executed[i, j] = math.inf if s is None else executed_cost(exp, plan, Bucket(s, tuple(pts[i:j])))
+  useful = useful_cost(exp, plan, pts)
   best = [[math.inf] * (n + 1) for _ in range(n + 1)]  # best[k][j]: least executed cost of pts[:j] in k buckets
   cut = [[0] * (n + 1) for _ in range(n + 1)]
   best[0][0] = 0.0
@@ -74,7 +90,8 @@ def _cut(exp: Any, plan: Any, pts: list[Any], efficiency: float) -> list[Bucket]
 
 
 def buckets(exp: Any, plan: Any, efficiency: float) -> list[Bucket]:
-  """The points packed into buckets, group by group (in the plan's order of first appearance)."""
+  """The points packed into buckets, group by group (in the plan's order of first appearance); a group's points share
+  their number of steps unless the experiment packs steps."""
   groups: dict[Hashable, list[Any]] = {}
   out: list[Bucket] = []
   for p in plan.points:
@@ -82,7 +99,7 @@ def buckets(exp: Any, plan: Any, efficiency: float) -> list[Bucket]:
     if key is None:
       out.append(Bucket(p.spec, (p,)))
     else:
-      groups.setdefault((p.steps, key), []).append(p)  # a program's points train for the same number of steps
+      groups.setdefault(key if exp.packs_steps else (p.steps, key), []).append(p)
   for pts in groups.values():
     out += _cut(exp, plan, sorted(pts, key=lambda p: exp.cost(plan, p.spec)), efficiency)
   return out
@@ -123,17 +140,17 @@ def _split(exp: Any, plan: Any, b: Bucket, budget: float) -> list[Bucket]:
 def one_program(exp: Any, plan: Any, budget: float) -> tuple[list[Program], dict[str, float]]:
   """The plan's points as few programs as fit `budget` bytes, and a summary (buckets, efficiency, memory)."""
   bs = buckets(exp, plan, plan.efficiency)
-  useful = sum(exp.cost(plan, p.spec) for p in plan.points)
-  executed = sum(len(b.points) * exp.cost(plan, b.spec) for b in bs)
+  useful = useful_cost(exp, plan, plan.points)
+  executed = sum(executed_cost(exp, plan, b) for b in bs)
   total = sum(bucket_bytes(exp, plan, b) for b in bs)
   items: list[Bucket] = []
   for b in bs:
     items += _split(exp, plan, b, budget) if bucket_bytes(exp, plan, b) > budget and len(b.points) > 1 else [b]
-  bins: list[list[Bucket]] = []  # first fit, largest first; a program's points share their number of steps
+  bins: list[list[Bucket]] = []  # first fit, largest first; a program's buckets run the same number of steps
   for b in sorted(items, key=lambda b: -bucket_bytes(exp, plan, b)):
     for bin_ in bins:
       fits = sum(bucket_bytes(exp, plan, x) for x in bin_) + bucket_bytes(exp, plan, b) <= budget
-      if fits and bin_[0].points[0].steps == b.points[0].steps:
+      if fits and bin_[0].steps == b.steps:
         bin_.append(b)
         break
     else:
