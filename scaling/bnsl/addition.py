@@ -179,10 +179,7 @@ class Addition(E.Experiment):
     for path in ("train.b1", "train.b2"):
       C.number(cfg, path, 0, 1, hi_open=True)
     C.number(cfg, "train.weight_decay", 0)
-    if not isinstance(cfg["sweep"]["one_program"], bool):
-      raise ValueError(f"sweep.one_program must be true or false, got {cfg['sweep']['one_program']!r}")
-    C.number(cfg, "sweep.efficiency", 0, 1, lo_open=True)
-    C.number(cfg, "sweep.max_memory_gb", 0)
+    programs = C.program_options(cfg)
     sizes = C.axis(cfg, "sweep.train_size", integer=True, lo=1)
     available = num - n_test
     if max(sizes) > available:
@@ -199,10 +196,8 @@ class Addition(E.Experiment):
                                     m["matmul_precision"])
     points = tuple(E.Point(point_name(n), (i,), spec(n), s, {"train_size": n})
                    for i, (n, s) in enumerate(zip(sizes, steps)))
-    sw = cfg["sweep"]
     return E.Plan(cfg, {"train_size": np.asarray(sizes)}, points, Grid.of(seed=range(n_seeds)), tr["log_every"],
-                  tr["checkpoint_every"], tr["max_to_keep"], one_program=sw["one_program"],
-                  efficiency=float(sw["efficiency"]), max_memory_gb=float(sw["max_memory_gb"]))
+                  tr["checkpoint_every"], tr["max_to_keep"], **programs)
 
   def prepare(self, plan: E.Plan, workdir: str) -> E.Plan:
     with jax.transfer_guard("allow"):  # eval_shape of the init from a Python-int key

@@ -118,6 +118,16 @@ def axis(cfg: dict[str, Any], path: str, *, integer: bool = False, lo: Any = Non
   return values
 
 
+def program_options(cfg: dict[str, Any], section: str = "sweep") -> dict[str, Any]:
+  """A sweep section's `one_program` (bool), `efficiency` (in (0, 1]) and `max_memory_gb` (>= 0), checked, as the
+  keyword arguments of `experiment.Plan` (see `scaling.engine.programs`)."""
+  one = get(cfg, f"{section}.one_program")
+  if not isinstance(one, bool):
+    raise ValueError(f"{section}.one_program must be true or false, got {one!r}")
+  return {"one_program": one, "efficiency": number(cfg, f"{section}.efficiency", 0, 1, lo_open=True),
+          "max_memory_gb": number(cfg, f"{section}.max_memory_gb", 0)}
+
+
 def multiple(cfg: dict[str, Any], path: str, of: str) -> None:
   """`path` must be a multiple of `of` (both positive integers, already checked)."""
   a, b = get(cfg, path), get(cfg, of)

@@ -153,7 +153,7 @@ class ProgramRun:
     return host[0] if len(host) == 1 else list(host)
 
   def _restore(self, mngr: Any, step: int, states: tuple) -> tuple:
-    like = [jax.tree.map(lambda x, m=m: np.zeros((m,) + tuple(x.shape[1:]), x.dtype), s)
+    like = [jax.tree.map(lambda x, m=m: jax.ShapeDtypeStruct((m,) + tuple(x.shape[1:]), x.dtype), s)
             for s, m in zip(states, self.Ms)]
     host = checkpoints.restore(mngr, step, like[0] if len(like) == 1 else like)
     host = (host,) if len(like) == 1 else tuple(host)

@@ -120,10 +120,7 @@ class MSP(E.Experiment):
     alphas = C.axis(cfg, "sweep.alpha", lo=0, lo_open=zipf)
     lrs = C.axis(cfg, "sweep.lr", lo=0, lo_open=True)
     wds = C.axis(cfg, "sweep.weight_decay", lo=0)
-    if not isinstance(cfg["sweep"]["one_program"], bool):
-      raise ValueError(f"sweep.one_program must be true or false, got {cfg['sweep']['one_program']!r}")
-    C.number(cfg, "sweep.efficiency", 0, 1, lo_open=True)
-    C.number(cfg, "sweep.max_memory_gb", 0)
+    programs = C.program_options(cfg)
     t, m = cfg["task"], cfg["model"]
     spec = task_lib.MSPSpec(t["n_tasks"], t["n"], t["k"], float(t["offset"]), t["distribution"])
     task_lib.check_spec(spec)
@@ -138,10 +135,8 @@ class MSP(E.Experiment):
                    for (i, w), (j, D) in itertools.product(enumerate(widths), enumerate(Ds)))
     grid = Grid.of(seed=range(n_seeds), alpha=alphas, lr=lrs, weight_decay=wds)
     tr = cfg["train"]
-    sw = cfg["sweep"]
     return E.Plan(cfg, {"width": np.asarray(widths), "D": np.asarray(Ds)}, points, grid, tr["log_every"],
-                  tr["checkpoint_every"], tr["max_to_keep"], extra=Extra(spec, subsets), one_program=sw["one_program"],
-                  efficiency=float(sw["efficiency"]), max_memory_gb=float(sw["max_memory_gb"]))
+                  tr["checkpoint_every"], tr["max_to_keep"], extra=Extra(spec, subsets), **programs)
 
   # -- packing: online points share buckets, and so do fixed-D points; widths and D are padded to the largest
   def pack_group(self, plan: E.Plan, point: E.Point) -> str:
@@ -153,15 +148,14 @@ class MSP(E.Experiment):
 
   def cost(self, plan: E.Plan, spec: msp_train.Spec) -> float:
     """Training FLOPs of one member-step: matmul FLOPs per example x the rows of its batch."""
-    rows = spec.batch if spec.online else min(spec.D, spec.batch)
     return float(mlp.flops_per_example(spec.model, spec.task.n_tasks if spec.onehot_lookup else 0)["train_step"]
-                 * rows)
+                 * spec.batch_rows)
 
   def memory(self, plan: E.Plan, spec: msp_train.Spec) -> float:
     """Device bytes of one member: params with Adam's two moments and the gradient (x4), the dataset buffer, and
     the training and evaluation activations (pre-activation, activation and their gradients: 4 per hidden unit)."""
     params = mlp.param_count(spec.model)
-    rows = spec.batch if spec.online else min(spec.D, spec.batch)
+    rows = spec.batch_rows
     data = 0 if spec.online else spec.D * (4 * spec.task.n_words + 8)
     hidden = spec.model.width * (spec.model.depth - 1)
     acts = 4 * hidden * rows + 2 * hidden * spec.task.n_tasks * spec.eval_per_task

@@ -7,8 +7,8 @@ as traced values: hidden units past its width are masked (zero, no gradient, no 
 first D rows of its dataset buffer, so it trains exactly as it would in a program of its own shape.
 
 PRNG: each member's seed key is split once into purpose keys (init, data, shuffle, loop, eval); the batch of step s
-uses `fold_in(loop_key, s)`, the shuffle of epoch e `task.epoch_index(shuffle_key, e, ., D)` and the evaluation at step s
-`fold_in(eval_key, s)`, so a resumed run reproduces an uninterrupted one exactly.
+uses `fold_in(loop_key, s)`, the shuffle of epoch e `task.epoch_index(shuffle_key, e, ., D)` and the evaluation
+at step s `fold_in(eval_key, s)`, so a resumed run reproduces an uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ class Spec:
   @property
   def online(self) -> bool:
     return self.D == -1
+
+  @property
+  def batch_rows(self) -> int:
+    """Rows of a training batch: `batch` online, else min(D, batch) (`task.dataset_batch`)."""
+    return self.batch if self.online else task_lib.minibatch_size(self.D, self.batch)
 
 
 class Member(NamedTuple):
