@@ -5,7 +5,8 @@
 
 Widths on the member axis: params are stored at the padded width W = `spec.width`; the true width w <= W may be a
 traced per-member int32. Hidden units j >= w have zero incoming column, bias and outgoing row, and `apply(...,
-width=w)` masks their activations, so the padded network equals the width-w network (forward, gradients, Adam).
+width=w)` masks their activations where act(0) != 0 (`ZERO_AT_ZERO` needs no mask), so the padded network equals the
+width-w network (forward, gradients, Adam).
 Init is per unit (output unit j of layer i draws from `fold_in(fold_in(key, i), j)`) and `uniform` is 1-D
 prefix-stable with threefry-partitionable, so the padded init sliced to w equals the width-w init bit for bit.
 """
@@ -26,6 +27,11 @@ ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid,
     "gelu": jax.nn.gelu,
 }
+
+
+# act(0) == 0 exactly: a padded unit (zero incoming weights and bias) is 0 without a mask, and its gradients are 0
+# (its outgoing row is 0, so d loss / d activation is 0 whatever act'(0) is). Other activations are masked.
+ZERO_AT_ZERO = frozenset({"relu", "tanh", "gelu"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +101,10 @@ def _head(params: Params, h: jax.Array, activation: str, width: int | jax.Array 
   """Hidden stack from the first pre-activation on; hidden activations of units >= `width` are zeroed."""
   act = ACTIVATIONS[activation]
   mask_1xW = None
-  if width is not None and len(params) > 1:
+  if width is not None and len(params) > 1 and activation not in ZERO_AT_ZERO:
     mask_1xW = hidden_mask(width, params[0]["w"].shape[1]).astype(jnp.float32)[None, :]
   for layer in params[1:]:
-    a = act(h) if mask_1xW is None else act(h) * mask_1xW  # act(0) != 0 (sigmoid): the mask, not the zero weights
+    a = act(h) if mask_1xW is None else act(h) * mask_1xW  # act(0) != 0 (sigmoid): the mask zeroes padded units
     h = a @ layer["w"] + layer["b"][None, :]
   return h
 
