@@ -12,6 +12,10 @@ quick   CPU demo: 10 tasks, n=30, k=3, widths 4..256, 2 seeds, batch 2048, 5k st
           python -m launch.msp --config=configs/msp.py:quick --workdir=runs/quick
         Expect: loss falls with width from ~0.6 bit to <0.1 bit; the widest nets learn most of the 10 subtasks.
 
+tiny    Tests of multi-process and cluster runs: widths 8, 16, 64 x D online, 2000; 2 seeds, batch 256, 200 steps
+        (several buckets and programs in seconds).
+          python -m launch.msp --config=configs/msp.py:tiny --workdir=runs/tiny
+
 quick_d CPU demo of data scaling: the quick task at width 128, D = 1,000..100,000 (one program), α in {0.3, 0.6}
         vmapped, 3k steps. About 1 min on 2 CPU cores.
           python -m launch.msp --config=configs/msp.py:quick_d --workdir=runs/quick_d
@@ -70,6 +74,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=5000, log_every=100, eval_per_task=500, checkpoint_every=10)
     c.sweep.update(width=(4, 8, 16, 32, 64, 128, 256), seeds=2)
+  elif name == "tiny":
+    c.task.update(n_tasks=10, n=30, k=3)
+    c.train.update(batch_size=256, steps=200, log_every=50, eval_per_task=100, checkpoint_every=1)
+    c.sweep.update(width=(8, 16, 64), D=(-1, 2000), seeds=2)
   elif name == "quick_d":
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=3000, log_every=100, eval_per_task=500, checkpoint_every=10)
@@ -93,5 +101,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sweep.update(width=(500,), D=log2_grid(1e4, 5e6, 25),
                    alpha=tuple(round(a, 3) for a in np.arange(0.1, 0.8001, 0.05)))
   else:
-    raise ValueError(f"unknown variant {name!r}; one of quick, quick_d, small, fig2_n, fig2_d, fig10_n, fig10_d")
+    raise ValueError(f"unknown variant {name!r}; one of quick, tiny, quick_d, small, fig2_n, fig2_d, fig10_n, fig10_d")
   return C.apply_args(c, overrides)

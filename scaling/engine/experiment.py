@@ -201,13 +201,16 @@ def assemble(exp: Experiment, plan: Plan, results: dict[str, Arrays],
 
 
 def run(exp: Experiment, config: ml_collections.ConfigDict | dict[str, Any], workdir: str,
-        devices: Sequence[jax.Device] | None = None) -> Any:
+        devices: Sequence[jax.Device] | None = None, only: Sequence[str] | None = None) -> Any:
   """Runs (or resumes, or skips when complete) `exp` with `config` in `workdir`; returns `exp.finish(...)`.
 
   Order: check the config, compare it with the workdir's, the experiment's read-only preparation, then take the
-  workdir's lock and write. `devices`: where the member axis is sharded (default: all local devices).
+  workdir's lock and write. `devices`: where the member axis is sharded (default: all local devices). `only`: the
+  point names of one task of a fan-out (whole `programs.units`); the workdir then holds those points only.
   """
   plan = check(exp, config)
+  if only is not None:  # before anything is written
+    programs_lib.check_only(exp, plan, only)
   workdir = os.path.abspath(workdir)
   resumed = wd.check_config(workdir, plan.config)
   mesh = members_lib.mesh(devices)
@@ -216,7 +219,7 @@ def run(exp: Experiment, config: ml_collections.ConfigDict | dict[str, Any], wor
     if not resumed:
       wd.write_config(workdir, plan.config)
     exp.write(plan, workdir)
-    progs, summary = programs_lib.plan_programs(exp, plan, list(mesh.devices.flat))
+    progs, summary = programs_lib.plan_programs(exp, plan, list(mesh.devices.flat), only)
     logging.info("%s: %d point(s) x %d %s on %d device(s); workdir %s", exp.name, len(plan.points), plan.grid.size,
                  exp.unit, mesh.devices.size, workdir)
     if plan.one_program:

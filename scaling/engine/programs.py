@@ -137,10 +137,12 @@ def _split(exp: Any, plan: Any, b: Bucket, budget: float) -> list[Bucket]:
   return parts
 
 
-def one_program(exp: Any, plan: Any, budget: float) -> tuple[list[Program], dict[str, float]]:
-  """The plan's points as few programs as fit `budget` bytes, and a summary (buckets, efficiency, memory)."""
-  bs = buckets(exp, plan, plan.efficiency)
-  useful = useful_cost(exp, plan, plan.points)
+def one_program(exp: Any, plan: Any, budget: float,
+                bs: Sequence[Bucket] | None = None) -> tuple[list[Program], dict[str, float]]:
+  """The plan's points (or those of buckets `bs`) as few programs as fit `budget` bytes, and a summary (buckets,
+  efficiency, memory)."""
+  bs = buckets(exp, plan, plan.efficiency) if bs is None else list(bs)
+  useful = useful_cost(exp, plan, [p for b in bs for p in b.points])
   executed = sum(executed_cost(exp, plan, b) for b in bs)
   total = sum(bucket_bytes(exp, plan, b) for b in bs)
   items: list[Bucket] = []
@@ -164,8 +166,57 @@ def one_program(exp: Any, plan: Any, budget: float) -> tuple[list[Program], dict
   return [Program(n, tuple(bin_)) for n, bin_ in zip(names, bins)], summary
 
 
-def plan_programs(exp: Any, plan: Any, devices: Sequence[jax.Device]) -> tuple[list[Program], dict[str, float]]:
-  """The programs of a plan in its mode (per shape, or one program split only as memory requires)."""
+def units(exp: Any, plan: Any) -> list[Bucket]:
+  """The sweep's indivisible units of work for a fan-out over jobs: its points (per shape) or its buckets (one
+  program, before any memory split). A job that runs whole units compiles the same buckets as the single run, so
+  its arrays equal that run's bitwise where it is deterministic."""
   if not plan.one_program:
-    return per_shape(plan.points), {"programs": len(plan.points)}
-  return one_program(exp, plan, memory_budget(plan, devices))
+    return [Bucket(p.spec, (p,)) for p in plan.points]
+  return buckets(exp, plan, plan.efficiency)
+
+
+def assign(exp: Any, plan: Any, us: Sequence[Bucket], n_tasks: int) -> list[tuple[str, ...]]:
+  """Units dealt to at most `n_tasks` tasks, largest executed cost first to the least loaded task (LPT); each task
+  is the tuple of its points' names, in plan order. No task is empty."""
+  load = [0.0] * min(n_tasks, len(us))
+  names: list[list[str]] = [[] for _ in load]
+  for u in sorted(us, key=lambda u: -executed_cost(exp, plan, u)):
+    t = min(range(len(load)), key=load.__getitem__)
+    load[t] += executed_cost(exp, plan, u)
+    names[t] += [p.name for p in u.points]
+  order = {p.name: i for i, p in enumerate(plan.points)}
+  return [tuple(sorted(n, key=order.__getitem__)) for n in names]
+
+
+def _only(us: Sequence[Bucket], only: Sequence[str]) -> list[Bucket]:
+  """The units inside `only` (point names); ValueError if `only` names an unknown point or cuts a unit."""
+  want, known = set(only), {p.name for u in us for p in u.points}
+  if want - known:
+    raise ValueError(f"points {sorted(want - known)} are not in the sweep (its points: {sorted(known)})")
+  keep = []
+  for u in us:
+    inside = {p.name for p in u.points} & want
+    if inside and len(inside) < len(u.points):
+      raise ValueError(f"points {sorted(inside)} share a bucket with {sorted(p.name for p in u.points if p.name not in want)}: "
+                       "a task runs whole units (`programs.units`)")
+    if inside:
+      keep.append(u)
+  return keep
+
+
+def check_only(exp: Any, plan: Any, only: Sequence[str]) -> None:
+  """ValueError unless `only` is a non-empty set of whole units of the plan."""
+  if not only:
+    raise ValueError("a task must name at least one point")
+  _only(units(exp, plan), only)
+
+
+def plan_programs(exp: Any, plan: Any, devices: Sequence[jax.Device],
+                  only: Sequence[str] | None = None) -> tuple[list[Program], dict[str, float]]:
+  """The programs of a plan in its mode (per shape, or one program split only as memory requires); `only`: the
+  point names of one task of a fan-out (whole units)."""
+  if not plan.one_program:
+    pts = plan.points if only is None else [u.points[0] for u in _only(units(exp, plan), only)]
+    return per_shape(pts), {"programs": len(pts)}
+  return one_program(exp, plan, memory_budget(plan, devices),
+                     None if only is None else _only(units(exp, plan), only))

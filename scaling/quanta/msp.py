@@ -217,13 +217,15 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> E.Plan:
 
 
 def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str,
-        devices: Sequence[jax.Device] | None = None, summarize: bool = False) -> io.Curves:
+        devices: Sequence[jax.Device] | None = None, summarize: bool = False,
+        only: Sequence[str] | None = None) -> io.Curves:
   """Runs (or resumes) a sweep in `workdir` and returns its curves (also written to `workdir/curves.npz`).
 
   All validation happens before anything is compiled or written. `devices`: where the member axis is sharded
-  (default: all local devices). `summarize`: print the summary table and write `summary.png` at the end.
+  (default: all local devices). `summarize`: print the summary table and write `summary.png` at the end. `only`:
+  the points of one task of a fan-out (`scaling.engine.programs.units`).
   """
-  curves = E.run(EXPERIMENT, config, workdir, devices)
+  curves = E.run(EXPERIMENT, config, workdir, devices, only)
   if summarize:
     from scaling.quanta import summary as report  # pylint: disable=g-import-not-at-top
     report.summarize(workdir)
