@@ -1,5 +1,7 @@
 """Orbax checkpoints of a program's train states, stored on the host with the real members only (no padding), so a
-run resumes on any device count: restore gives numpy arrays, which the engine pads and shards again."""
+run resumes on any device count: restore gives numpy arrays, which the engine pads and shards again. Over several
+processes every process gathers the states and calls save (orbax synchronises them; process 0 writes the numpy
+arrays), so the checkpoint root must be on storage all hosts see."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from scaling.engine import distributed
 
 
 class _DropOrbaxInfo(logging.Filter):
@@ -34,7 +38,7 @@ def manager(directory: str, max_to_keep: int = 2):
 
 def to_host(tree: Any, n_members: int) -> Any:
   """The tree as numpy arrays with the member axis cut to the real members (padding dropped)."""
-  return jax.tree.map(lambda x: np.asarray(x)[:n_members], jax.device_get(tree))
+  return jax.tree.map(lambda x: np.asarray(x)[:n_members], distributed.gather(tree))
 
 
 def save(mngr, step: int, host_tree: Any) -> None:

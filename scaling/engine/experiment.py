@@ -24,6 +24,7 @@ shape axes + grid axes + ("log_step",) + `tail_axes[name]`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any, Hashable, Mapping, Sequence
@@ -34,6 +35,7 @@ import numpy as np
 from absl import logging
 
 from scaling.engine import config as config_lib
+from scaling.engine import distributed
 from scaling.engine import members as members_lib
 from scaling.engine import io as wd
 from scaling.engine import programs as programs_lib
@@ -214,11 +216,13 @@ def run(exp: Experiment, config: ml_collections.ConfigDict | dict[str, Any], wor
   workdir = os.path.abspath(workdir)
   resumed = wd.check_config(workdir, plan.config)
   mesh = members_lib.mesh(devices)
-  with wd.lock(workdir):
+  primary = distributed.is_primary()  # process 0 holds the lock and writes files; every process computes
+  with wd.lock(workdir) if primary else contextlib.nullcontext():
     plan = exp.prepare(plan, workdir)
-    if not resumed:
-      wd.write_config(workdir, plan.config)
-    exp.write(plan, workdir)
+    if primary:
+      if not resumed:
+        wd.write_config(workdir, plan.config)
+      exp.write(plan, workdir)
     progs, summary = programs_lib.plan_programs(exp, plan, list(mesh.devices.flat), only)
     logging.info("%s: %d point(s) x %d %s on %d device(s); workdir %s", exp.name, len(plan.points), plan.grid.size,
                  exp.unit, mesh.devices.size, workdir)
@@ -238,5 +242,6 @@ def run(exp: Experiment, config: ml_collections.ConfigDict | dict[str, Any], wor
       for ax in axes.values():
         out_axes.update({k: tuple(plan.shape_axes) + plan.grid.axes + v for k, v in ax.items()})
       curves = assemble(exp, plan, results, out_axes)
-      curves.save(os.path.join(workdir, wd.CURVES))
-    return exp.finish(plan, workdir, curves)
+      if primary:
+        curves.save(os.path.join(workdir, wd.CURVES))
+    return exp.finish(plan, workdir, curves) if primary else curves

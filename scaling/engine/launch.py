@@ -1,10 +1,12 @@
 """The one launcher helper: every `launch/<experiment>.py` is `launch.main(run)` (plus its own extra flags).
 
 It defines `--config` (an ml_collections config file[:variant[,key=value...]], locked: a misspelt field is an
-error) and `--workdir`, turns config-override errors into one clear line instead of a traceback, sets JAX's
-transfer guard to "disallow" (implicit host<->device copies in the hot loop are bugs), logs JAX's version, backend
-and devices, holds the workdir's lock (when the workdir exists; the engine takes it after its config checks when
-it does not), calls `run(config, workdir)` and prints what it returns when it is text.
+error), `--workdir` and the flags of a run over several processes (`--coordinator`, `--num_processes`,
+`--process_id`; or a SLURM step of several tasks: `scaling.engine.distributed`), joins those processes, turns
+config-override errors into one clear line instead of a traceback, sets JAX's transfer guard to "disallow"
+(implicit host<->device copies in the hot loop are bugs), logs JAX's version, backend and devices, holds the
+workdir's lock on process 0 (when the workdir exists; the engine takes it after its config checks when it does
+not), calls `run(config, workdir)` and prints what it returns when it is text.
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ def log_devices() -> None:
                jax.process_index(), jax.process_count(), jax.local_devices())
 
 
+def _distributed_flags() -> dict[str, Any]:
+  """Flags of a run over several processes (`scaling.engine.distributed`); unset: one process, or a SLURM step."""
+  return {
+      "coordinator": flags.DEFINE_string("coordinator", "", "HOST:PORT of process 0, for a run over several "
+                                         "processes (jax.distributed); every process runs the same command."),
+      "num_processes": flags.DEFINE_integer("num_processes", 1, "Number of processes (with --coordinator)."),
+      "process_id": flags.DEFINE_integer("process_id", 0, "This process's index in [0, num_processes)."),
+      "distributed_timeout_s": flags.DEFINE_integer("distributed_timeout_s", 300, "Seconds to wait for every "
+                                                    "process to join the coordinator before failing."),
+      "heartbeat_timeout_s": flags.DEFINE_integer("heartbeat_timeout_s", 100, "Seconds after which a silent "
+                                                  "(dead) process makes the others fail instead of hanging."),
+  }
+
+
 def main(run: Callable[..., Any], *, config: bool = True, workdir: bool = True,
          extra: Callable[[], dict[str, Any]] | None = None) -> None:
   """Defines the flags and runs `run(config, workdir, **extra())` under absl (call under `__main__`).
@@ -64,16 +80,24 @@ def main(run: Callable[..., Any], *, config: bool = True, workdir: bool = True,
     wd_flag = flags.DEFINE_string("workdir", None, "Directory of the run (created; resumed if it exists).")
     required.append("workdir")
   flags.mark_flags_as_required(required)
+  multi = _distributed_flags()
 
   def _main(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import jax  # pylint: disable=import-outside-toplevel
+    from scaling.engine import distributed  # pylint: disable=import-outside-toplevel
+    try:
+      procs = distributed.resolve(multi["coordinator"].value, multi["num_processes"].value,
+                                  multi["process_id"].value)
+      distributed.initialize(procs, multi["distributed_timeout_s"].value, multi["heartbeat_timeout_s"].value)
+    except (ValueError, RuntimeError) as e:
+      sys.exit(f"error: {e}")
     jax.config.update("jax_transfer_guard", "disallow")
     log_devices()
     args = ([cfg_flag.value] if config else []) + ([wd_flag.value] if workdir else [])
     try:
-      with io.lock(wd_flag.value, create=False) if workdir else contextlib.nullcontext():
+      with io.lock(wd_flag.value, create=False) if workdir and distributed.is_primary() else contextlib.nullcontext():
         out = run(*args, **(extra() if extra else {}))
     except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
       logging.error("%s: %s", type(e).__name__, e)

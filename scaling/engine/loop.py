@@ -31,6 +31,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from scaling.engine import checkpoints
+from scaling.engine import distributed
 from scaling.engine import members as members_lib
 from scaling.engine import io as wd
 
@@ -176,7 +177,10 @@ class ProgramRun:
                            if not k.startswith("axes__")}
       logging.info("%s: resumed from step %d", self.program.name, latest)
     names = {p.name for p in points}
-    wd.drop_metrics(self.workdir, lambda r: r.get("point") in names and r["step"] >= start * log_every)
+    primary = distributed.is_primary()  # process 0 alone writes files; every process computes and checkpoints
+    if primary:
+      wd.drop_metrics(self.workdir, lambda r: r.get("point") in names and r["step"] >= start * log_every)
+    distributed.barrier(f"{self.program.name}-resume")  # every process has read the workdir before anyone writes
 
     def add(step: int, evs: tuple) -> tuple[list[Any], list[Arrays]]:
       """Records the evaluations at `step` of the points that train that far; returns those points and theirs."""
@@ -206,26 +210,28 @@ class ProgramRun:
     for c in range(start, n_chunks):
       step, end = c * log_every, (c + 1) * log_every
       if all(exp.all_stopped(s) for s in states):
-        evs = jax.device_get(run_program_evaluate(states, consts, shared, self._step(step), exp=exp,
-                                                  specs=self.specs))
+        evs = distributed.gather(run_program_evaluate(states, consts, shared, self._step(step), exp=exp,
+                                                      specs=self.specs))
         means, firsts = [{} for _ in points], [np.full(self.G, -1) for _ in points]
       else:
         states, evs, means_b, first_b = run_program_chunk(states, consts, shared, self._step(step), exp=exp,
                                                           specs=self.specs, n_steps=log_every)
-        evs, means_b, first_b = jax.device_get((evs, means_b, first_b))
+        evs, means_b, first_b = distributed.gather((evs, means_b, first_b))
         means, firsts = self.per_point(means_b), self.per_point(first_b)
       pts, per = add(step, evs)
       check(step, pts, per)
       chunk_means = {p.name: {f"chunk_{k}": float(np.mean(v)) for k, v in m.items()} for p, m in zip(points, means)}
       recs = lines(step, pts, per, [chunk_means[p.name] if step < p.steps else {} for p in pts], end - s0)
-      wd.append_metrics(self.workdir, recs)
+      if primary:
+        wd.append_metrics(self.workdir, recs)
       for p, first in zip(points, firsts):
         if step < p.steps:  # the chunk trained this point (else its members stay frozen)
           self.check_finite(p, first, {"training loss": np.where(first >= 0, np.nan, 0.0)})
       if (c + 1) % self.plan.checkpoint_every == 0 or c + 1 == n_chunks:
-        for p in points:
-          wd.save_npz(self.npz[p.name], complete=np.asarray(False), **stacked(p))
-        checkpoints.save(mngr, end, self._host(states))
+        if primary:
+          for p in points:
+            wd.save_npz(self.npz[p.name], complete=np.asarray(False), **stacked(p))
+        checkpoints.save(mngr, end, self._host(states))  # every process (orbax synchronises them)
       if time.time() - last_log > LOG_SECONDS or c + 1 == n_chunks:
         last_log = time.time()
         rate = (end - s0) / max(time.time() - t0, 1e-9)
@@ -233,18 +239,21 @@ class ProgramRun:
         logging.info("%s: %d/%d steps, %.1f steps/s (x%d %s), ETA %.0fs; %sat step %d: %s", self.program.name,
                      end, total, rate, sum(self.Ms), exp.unit, (total - end) / max(rate, 1e-9),
                      f"{shown['point']} " if len(recs) > 1 else "", step, exp.progress(shown))
-    evs = jax.device_get(run_program_evaluate(states, consts, shared, self._step(total), exp=exp, specs=self.specs))
+    evs = distributed.gather(run_program_evaluate(states, consts, shared, self._step(total), exp=exp,
+                                                  specs=self.specs))
     pts, per = add(total, evs)
     check(total, pts, per)
-    wd.append_metrics(self.workdir, lines(total, pts, per, [{} for _ in pts], total - s0))
+    if primary:
+      wd.append_metrics(self.workdir, lines(total, pts, per, [{} for _ in pts], total - s0))
     host = tuple(checkpoints.to_host(s, m) for s, m in zip(states, self.Ms))
     results, out_axes = {}, {}
     for p, st in zip(points, self.per_point(host)):
       outs = exp.outputs(self.plan, p, st)
       arrays = {**stacked(p), **{k: a for k, (a, _) in outs.items()}}
       axes = {k: ax for k, (_, ax) in outs.items()}
-      wd.save_npz(self.npz[p.name], complete=np.asarray(True), **arrays,
-                  **{f"axes__{k}": np.asarray(ax, dtype=str) for k, ax in axes.items()})
+      if primary:
+        wd.save_npz(self.npz[p.name], complete=np.asarray(True), **arrays,
+                    **{f"axes__{k}": np.asarray(ax, dtype=str) for k, ax in axes.items()})
       results[p.name], out_axes[p.name] = arrays, axes
     return results, out_axes
 

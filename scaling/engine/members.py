@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from scaling.engine import distributed
+
 AXIS = "members"  # the mesh axis name
 
 
@@ -64,8 +66,8 @@ def seed_keys(seed: int, n_seeds: int, purposes: int = 0) -> jax.Array | tuple[j
 
 
 def mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh over `devices` (default: all local devices)."""
-  return Mesh(np.asarray(devices if devices is not None else jax.local_devices()), (AXIS,))
+  """A 1-D mesh over `devices` (default: every device of every process)."""
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()), (AXIS,))
 
 
 def padded_size(n: int, m: Mesh) -> int:
@@ -89,11 +91,21 @@ def shard(tree: Any, m: Mesh) -> Any:
     raise ValueError(f"member inputs disagree on the number of members: {sorted(n)}")
   if not n:
     return tree
-  with jax.transfer_guard("allow"):  # setup: inputs come from the host
-    return jax.device_put(pad(tree, padded_size(n.pop(), m)), NamedSharding(m, P(AXIS)))
+  return _place(tree, NamedSharding(m, P(AXIS)), padded_size(n.pop(), m))
 
 
 def replicate(tree: Any, m: Mesh) -> Any:
   """Places `tree` whole on every device of the mesh."""
-  with jax.transfer_guard("allow"):
-    return jax.device_put(tree, NamedSharding(m, P()))
+  return _place(tree, NamedSharding(m, P()))
+
+
+def _place(tree: Any, sharding: NamedSharding, n_padded: int | None = None) -> Any:
+  """`device_put` through host values (PRNG keys as key data), which every process of a multi-host mesh supplies;
+  with `n_padded`, the member axis padded first."""
+  leaves, treedef = jax.tree.flatten(tree)
+  impls = [jax.random.key_impl(x) if distributed.is_key(x) else None for x in leaves]
+  host = distributed.to_numpy(leaves)
+  with jax.transfer_guard("allow"):  # setup: inputs come from the host
+    placed = jax.device_put(host if n_padded is None else pad(host, n_padded), sharding)
+    return treedef.unflatten([x if i is None else jax.random.wrap_key_data(x, impl=i)
+                              for x, i in zip(placed, impls)])

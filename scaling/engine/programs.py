@@ -114,10 +114,12 @@ def memory_budget(plan: Any, devices: Sequence[Any]) -> float:
   `bytes_limit`; on CPU the host's physical memory shared by the simulated devices), with 20 % headroom."""
   if plan.max_memory_gb > 0:
     return plan.max_memory_gb * 1e9
-  stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+  local = [d for d in devices if d.process_index == jax.process_index()] or list(devices)
+  stats = local[0].memory_stats() if hasattr(local[0], "memory_stats") else None  # an addressable device's
   if stats and stats.get("bytes_limit"):
     return 0.8 * stats["bytes_limit"] * len(devices)
-  return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  hosts = len({d.process_index for d in devices})  # CPU devices share their host's memory
+  return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * hosts
 
 
 def _split(exp: Any, plan: Any, b: Bucket, budget: float) -> list[Bucket]:

@@ -13,6 +13,7 @@ import itertools
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -182,7 +183,7 @@ class MSP(E.Experiment):
     return msp_train.evaluate(state, member, step, spec)
 
   def all_stopped(self, states) -> bool:
-    return "early" in states and bool(np.all(jax.device_get(states["early"]["stopped"])))
+    return "early" in states and bool(jax.device_get(jnp.all(states["early"]["stopped"])))  # a replicated scalar
 
   def record(self, plan: E.Plan, point: E.Point, step: int, ev: dict[str, np.ndarray]) -> dict[str, Any]:
     bits = analysis.to_bits(ev["test_loss"])
