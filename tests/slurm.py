@@ -7,9 +7,12 @@ packages cannot be installed. Use in a test module:
 """
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -33,9 +36,31 @@ def _reason(p: subprocess.CompletedProcess) -> str:
 
 
 @contextlib.contextmanager
+def _one_cluster_at_a_time(timeout: float = 900) -> Iterator[None]:
+  """Holds an OS lock while a cluster runs: its daemons use fixed ports, and two test modules (xdist workers) may
+  each want one."""
+  with open(os.path.join(tempfile.gettempdir(), f"scaling-slurm-local-{os.getuid()}.lock"), "w") as f:
+    deadline = time.monotonic() + timeout
+    while True:
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        if time.monotonic() > deadline:
+          pytest.fail(f"another test's local SLURM cluster ran for over {timeout} s", pytrace=False)
+        time.sleep(1)
+    yield  # the lock dies with the file (or the process)
+
+
+@contextlib.contextmanager
 def local_cluster(tmp_dir: str | os.PathLike) -> Iterator[dict[str, str]]:
   """Installs (if needed) and starts the cluster under `tmp_dir`; yields the environment additions ({"SLURM_CONF"})
   and stops the cluster at exit. Skips the test, printing why, when slurm cannot be installed."""
+  with _one_cluster_at_a_time():
+    yield from _local_cluster(tmp_dir)
+
+
+def _local_cluster(tmp_dir: str | os.PathLike) -> Iterator[dict[str, str]]:
   p = _script("install", timeout=300)
   if p.returncode != 0:
     reason = f"no local SLURM cluster: {_reason(p)}"

@@ -4,5 +4,6 @@ lock, metrics, atomic arrays, orbax checkpoints), progress, NaN/Inf stops and th
 
 Modules: `config` (config checks and variant arguments), `io` (the workdir: files of a run), `checkpoints` (orbax),
 `members` (member grid, padding, mesh), `loop` (host loop of one compiled program), `experiment` (the experiment
-interface and `run`), `launch` (the absl launcher helper). Nothing here imports a paper's module.
+interface and `run`), `launch` (the absl launcher helper), `fanout` and `follow` (a sweep as a job array of tasks
+through submitit, followed, retried and merged). Nothing here imports a paper's module.
 """
