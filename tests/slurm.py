@@ -85,7 +85,3 @@ def cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
       mp.setenv(key, value)
     yield env
 
-
-def job_probe(x: int) -> dict:
-  """A function for submitit jobs to run (importable as `slurm.job_probe` with tests/ on PYTHONPATH)."""
-  return {"square": x * x, "python": sys.executable, "task": os.environ.get("SLURM_ARRAY_TASK_ID")}
