@@ -12,8 +12,8 @@ quick   CPU demo: 10 tasks, n=30, k=3, widths 4..256, 2 seeds, batch 2048, 5k st
           python -m launch.msp --config=configs/msp.py:quick --workdir=runs/quick
         Expect: loss falls with width from ~0.6 bit to <0.1 bit; the widest nets learn most of the 10 subtasks.
 
-tiny    Tests of multi-process and cluster runs: widths 8, 16, 64 x D online, 2000; 2 seeds, batch 256, 200 steps
-        (several buckets and programs in seconds).
+tiny    Tests of multi-process and cluster runs: widths 8, 16, 64, online; 2 seeds, batch 256, 200 steps (two
+        buckets, so two tasks of a fan-out; seconds).
           python -m launch.msp --config=configs/msp.py:tiny --workdir=runs/tiny
 
 quick_d CPU demo of data scaling: the quick task at width 128, D = 1,000..100,000 (one program), α in {0.3, 0.6}
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif name == "tiny":
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=256, steps=200, log_every=50, eval_per_task=100, checkpoint_every=1)
-    c.sweep.update(width=(8, 16, 64), D=(-1, 2000), seeds=2)
+    c.sweep.update(width=(8, 16, 64), seeds=2)
   elif name == "quick_d":
     c.task.update(n_tasks=10, n=30, k=3)
     c.train.update(batch_size=2048, steps=3000, log_every=100, eval_per_task=500, checkpoint_every=10)

@@ -21,8 +21,9 @@ def _launch(*args, env_extra=None):
 
 
 def test_launcher_quick_end_to_end_and_rerun_resumes(tmp_path):
+  """The main job (README) with 1,000 of its 5,000 steps: every width in one program, the table, the figure."""
   wd = tmp_path / "quick"
-  r = _launch("--config=configs/msp.py:quick", f"--workdir={wd}")
+  r = _launch("--config=configs/msp.py:quick", f"--workdir={wd}", "--config.train.steps=1000")
   assert r.returncode == 0, r.stderr[-3000:]
   assert "width" in r.stdout and "loss [bit]" in r.stdout and "learned" in r.stdout
   c = msp_configs.get_config("quick")
@@ -32,8 +33,8 @@ def test_launcher_quick_end_to_end_and_rerun_resumes(tmp_path):
   curves = io.load_workdir(str(wd))
   final = curves["test_loss"][:, 0, :, 0, 0, 0, -1].mean(axis=1) / np.log(2)
   assert final[-1] < final[0] - 0.2, f"wider nets reach lower loss: {final}"
-  assert "steps/s" in r.stderr and "ETA" in r.stderr
-  again = _launch("--config=configs/msp.py:quick", f"--workdir={wd}")
+  assert "steps/s" in r.stderr and "ETA" in r.stderr and "the sweep compiles 1 program(s)" in r.stderr
+  again = _launch("--config=configs/msp.py:quick", f"--workdir={wd}", "--config.train.steps=1000")
   assert again.returncode == 0 and "complete, skipping" in again.stderr
 
 
