@@ -23,6 +23,7 @@ from scaling.engine import io, loop
 from scaling.nn import transformer as lm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ONE_DEVICE = "--xla_force_host_platform_device_count=1"  # not the 4 simulated devices of tests/conftest.py
 ARRAYS = ("test_ce", "test_acc", "train_ce", "train_acc")
 EXP = addition.EXPERIMENT
 apply = jax.jit(lm.apply, static_argnames=("cfg", "first"))
@@ -298,7 +299,7 @@ def test_config_variants():
 
 
 def _launch(*args):
-  env = {**os.environ, "PYTHONPATH": ROOT}
+  env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": ONE_DEVICE}  # as a user runs it (no padding to 4 devices)
   return subprocess.run([sys.executable, "-m", "launch.addition", *args], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=600)
 

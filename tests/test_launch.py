@@ -12,10 +12,11 @@ from scaling.engine import io
 from scaling.quanta import msp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ONE_DEVICE = "--xla_force_host_platform_device_count=1"  # not the 4 simulated devices of tests/conftest.py
 
 
 def _launch(*args, env_extra=None):
-  env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
+  env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": ONE_DEVICE, **(env_extra or {})}  # as a user runs it
   return subprocess.run([sys.executable, "-m", "launch.msp", *args], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
 
