@@ -244,4 +244,5 @@ def run(exp: Experiment, config: ml_collections.ConfigDict | dict[str, Any], wor
       curves = assemble(exp, plan, results, out_axes)
       if primary:
         curves.save(os.path.join(workdir, wd.CURVES))
+    distributed.barrier("run-written")  # every process returns once process 0 has written the curves
     return exp.finish(plan, workdir, curves) if primary else curves

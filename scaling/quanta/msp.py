@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from scaling.engine import config as C
+from scaling.engine import distributed
 from scaling.engine import experiment as E
 from scaling.engine import members
 from scaling.engine import io
@@ -227,7 +228,7 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str,
   the points of one task of a fan-out (`scaling.engine.programs.units`).
   """
   curves = E.run(EXPERIMENT, config, workdir, devices, only)
-  if summarize:
+  if summarize and distributed.is_primary():  # process 0 writes the table and figure
     from scaling.quanta import summary as report  # pylint: disable=g-import-not-at-top
     report.summarize(workdir)
   return curves
