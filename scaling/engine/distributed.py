@@ -46,7 +46,7 @@ def first_host(nodelist: str) -> str:
   return m.group(1) + m.group(2).split(",")[0].split("-")[0]
 
 
-def from_slurm(env: Mapping[str, str], port: int) -> Processes | None:
+def from_slurm(env: Mapping[str, str]) -> Processes | None:
   """The processes of a multi-task SLURM step, or None outside one (no SLURM, or a single task)."""
   present = [v for v in SLURM_VARS if v in env]
   if not present or int(env.get("SLURM_NTASKS", "1") or 1) <= 1:
@@ -56,12 +56,12 @@ def from_slurm(env: Mapping[str, str], port: int) -> Processes | None:
     raise ValueError(f"a SLURM step of {env['SLURM_NTASKS']} tasks without {', '.join(missing)}: run the processes "
                      "with srun, or pass --coordinator, --num_processes and --process_id")
   job = int(env["SLURM_JOB_ID"])
-  return Processes(f"{first_host(env['SLURM_STEP_NODELIST'])}:{port or 20000 + job % 20000}",
+  return Processes(f"{first_host(env['SLURM_STEP_NODELIST'])}:{20000 + job % 20000}",
                    int(env["SLURM_NTASKS"]), int(env["SLURM_PROCID"]))
 
 
-def resolve(coordinator: str, num_processes: int, process_id: int, env: Mapping[str, str] | None = None,
-            port: int = 0) -> Processes | None:
+def resolve(coordinator: str, num_processes: int, process_id: int,
+            env: Mapping[str, str] | None = None) -> Processes | None:
   """The processes from explicit settings, else from SLURM; None for a single process. ValueError naming the
   setting when they are inconsistent (checked before anything starts)."""
   if coordinator or num_processes > 1:
@@ -72,7 +72,7 @@ def resolve(coordinator: str, num_processes: int, process_id: int, env: Mapping[
     if not 0 <= process_id < num_processes:
       raise ValueError(f"--process_id must be in [0, {num_processes}), got {process_id}")
     return Processes(coordinator, num_processes, process_id)
-  return from_slurm(os.environ if env is None else env, port)
+  return from_slurm(os.environ if env is None else env)
 
 
 def _hello(procs: Processes, timeout_s: float) -> None:
@@ -158,7 +158,8 @@ def to_numpy(tree: Any) -> Any:
   """Host numpy leaves (typed PRNG keys as their key data), so that every process can place the same values on a
   global sharding (`jax.device_put` takes host values there, not single-device arrays)."""
   with jax.transfer_guard("allow"):
-    return jax.tree.map(lambda x: np.asarray(jax.random.key_data(x)) if is_key(x) else x, tree)
+    return jax.tree.map(lambda x: np.asarray(jax.random.key_data(x) if is_key(x) else x)
+                        if isinstance(x, jax.Array) else x, tree)
 
 
 def gather(tree: Any) -> Any:
@@ -166,11 +167,13 @@ def gather(tree: Any) -> Any:
   if jax.process_count() == 1:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  keys = jax.tree.map(is_key, tree)
-  data = jax.tree.map(lambda x, k: jax.random.key_data(x) if k else x, tree, keys)
+  leaves, treedef = jax.tree.flatten(tree)
+  impls = [jax.random.key_impl(x) if is_key(x) else None for x in leaves]
+  data = [jax.random.key_data(x) if i is not None else x for x, i in zip(leaves, impls)]
   with jax.transfer_guard("allow"):  # an explicit gather: it places host-local pieces itself
     out = multihost_utils.process_allgather(data, tiled=True)
-  return jax.tree.map(lambda x, k: jax.random.wrap_key_data(x) if k else np.asarray(x), out, keys)
+  return treedef.unflatten([np.asarray(x) if i is None else jax.random.wrap_key_data(x, impl=i)
+                            for x, i in zip(out, impls)])
 
 
 def barrier(name: str) -> None:

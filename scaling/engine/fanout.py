@@ -303,9 +303,9 @@ def merge(exp: E.Experiment, config: ml_collections.ConfigDict | dict[str, Any],
   path = os.path.join(workdir, FANOUT, MANIFEST)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: no fan-out to merge in {workdir} (submit it first)")
-  tasks = [tuple(t) for t in _read_json(path)["tasks"]]
-  module = _read_json(path).get("module", "")
-  _check_folder(workdir, {"module": module, "config": plan.config, "tasks": tasks})
+  manifest = _read_json(path)
+  tasks = [tuple(t) for t in manifest["tasks"]]
+  _check_folder(workdir, {"module": manifest.get("module", ""), "config": plan.config, "tasks": tasks})
   missing = [f"task{i} ({', '.join(n)})" for i, n in enumerate(tasks) if not complete(_task_dir(workdir, i), n)]
   if missing:
     raise ValueError(f"cannot merge {workdir}: {len(missing)} of {len(tasks)} task(s) missing or incomplete: "

@@ -199,8 +199,9 @@ def _only(us: Sequence[Bucket], only: Sequence[str]) -> list[Bucket]:
   for u in us:
     inside = {p.name for p in u.points} & want
     if inside and len(inside) < len(u.points):
-      raise ValueError(f"points {sorted(inside)} share a bucket with {sorted(p.name for p in u.points if p.name not in want)}: "
-                       "a task runs whole units (`programs.units`)")
+      rest = sorted(p.name for p in u.points if p.name not in want)
+      raise ValueError(f"points {sorted(inside)} share a bucket with {rest}: a task runs whole units "
+                       "(`programs.units`)")
     if inside:
       keep.append(u)
   return keep
