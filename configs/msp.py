@@ -27,9 +27,10 @@ small   Spec §8's small CI config: 10/30/3, width 128, batch 2048, 10k steps, 3
 fig2_n  P-scaling-15 (Fig 2 N-panel and S-panel, Figs 7-8): 500 tasks, n=100, k=3, α=0.4, 30 widths 9..500,
         batch 20000, 200k steps, online, log every 100, seed 0.
           python -m launch.msp --config=configs/msp.py:fig2_n --workdir=runs/fig2_n
-        Cost: 6.0M steps (30 widths x 200k), 7.2 PFLOP with evaluation. Not yet timed on a GPU: at the spec's
-        estimate of 10-20 ms/step for width 500 on one H100, at most 17-33 GPU-hours (narrow nets are cheaper; the
-        original used up to one GPU-day per width). Expect: final mean loss ~0.62-0.65 bit at N~5e3 falling to
+        Cost: 6.0M member-steps (30 widths x 200k), 7.2 PFLOP with evaluation, as one program of 6 buckets.
+        Measured on one H200 (bench/fig2_device.py): 85 s compile, then 5.88 ms per step for all 30 widths with
+        evaluation, so about 20 min for the 200k steps (the original used up to one GPU-day per width); two
+        programs on a 24 GB CPU VM. Expect: final mean loss ~0.62-0.65 bit at N~5e3 falling to
         ~0.13 bit at N=3.0e5 (width 500) along N^-0.4; the width-500 run learns ~35-41 subtasks.
 
 fig2_d  D-scaling-6 (Fig 2 D-panel): width 500, 30 values of D from 9,999 to 4,999,999, 1M steps, log every 100.
