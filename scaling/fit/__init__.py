@@ -9,7 +9,7 @@ from scaling.fit.data import load_benchmark
 from scaling.fit.fitter import (BootstrapResult, BreakSelection, FitResult, Polish, bootstrap, fit, fit_many,
                                 pad_curves, select_breaks, select_breaks_many)
 from scaling.fit.forms import FORMS, Form, bnsl, bnsl_naive, chinchilla, m1, m2, m3, m4
-from scaling.fit.frontier import IsoflopResult, frontier, isoflop_parabola, synthetic_chinchilla
+from scaling.fit.compute_optimal import IsoflopResult, frontier, isoflop_parabola, synthetic_chinchilla
 from scaling.fit.metrics import get_error, rmsle, sle, win_rates
 from scaling.fit.objectives import MSLE_LOG1P, OBJECTIVES, SLE, Objective, huber_log
 from scaling.fit.official import OfficialResult, official_fit, official_recipe

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scaling.fit import chinchilla_core as core
-from scaling.fit import frontier as frontier_lib
+from scaling.fit import compute_optimal as frontier_lib
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
 OBJECTIVES = ("huber_log", "mse_log")
@@ -97,7 +97,7 @@ class ChinchillaFit:
     return predict(self.params, N, D)
 
   def frontier(self, C, k: float = 6.0) -> dict[str, np.ndarray]:
-    """Compute-optimal N*, D*, tokens per parameter at compute C (see :func:`scaling.fit.frontier.frontier`)."""
+    """Compute-optimal N*, D*, tokens per parameter at compute C (see :func:`scaling.fit.compute_optimal.frontier`)."""
     return frontier_lib.frontier(self.params, C, k)
 
 
@@ -182,6 +182,7 @@ def bootstrap_chinchilla(N, D, L, *, n_boot: int = 4000, key: int = 0, level: fl
     raise ValueError(f"need 0 < level < 1 and n_boot >= 2, got level={level}, n_boot={n_boot}")
   base = fit_chinchilla(N, D, L, objective=kind, delta=delta) if base is None else base
   d = _Data(N, D, L, np.ones(len(L)))
+  chunk = min(chunk, n_boot)
   n_chunks = -(-n_boot // chunk)
   w_BxP = np.zeros((n_chunks * chunk, d.length))
   w_BxP[:n_boot, :d.P] = resample_weights(d.P, n_boot, key)
