@@ -67,7 +67,11 @@ def _numeric_argmin(p, C, k):
   """argmin over N of L(N, C / (k N)) by bounded Brent in u = log N - log(C/k) / 2 (centred: Brent's relative
   tolerance acts on a small |u|), with no use of the closed form."""
   u0 = 0.5 * np.log(C / k)
-  loss = lambda u: p["E"] + p["A"] * np.exp(-p["alpha"] * (u + u0)) + p["B"] * (C / (k * np.exp(u + u0))) ** -p["beta"]  # noqa
+
+  def loss(u):
+    N = np.exp(u + u0)
+    return p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * (C / (k * N)) ** -p["beta"]
+
   res = optimize.minimize_scalar(loss, bounds=(-20.0, 20.0), method="bounded", options={"xatol": 1e-12})
   return np.exp(res.x + u0)
 
