@@ -3,6 +3,8 @@ planted, 1.5% log-normal noise), in one run on this machine:
 
   python bench/fit_chinchilla.py                      # everything (~5 min on 2 idle CPU cores; the L-BFGS grid most)
   python bench/fit_chinchilla.py --starts=450         # a 10% subset of the L-BFGS grid (its time extrapolated)
+  python bench/fit_chinchilla.py --epoch_csv=PATH     # also Epoch AI's digitised Chinchilla data (their repo's
+                                                      # data/svg_extracted_data.csv; not shipped here)
 
 Prints: our fit (scaling.fit.fit_chinchilla) cold (first call: compilation) and warm (median of 5); scipy L-BFGS-B
 from each of Epoch AI's 4,500 grid starts (chinchilla_reference.lbfgs_grid, tight tolerances); the generic
@@ -22,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scaling import fit as F  # noqa: E402
-from scaling.fit import chinchilla_reference  # noqa: E402
+from scaling.fit import chinchilla_reference, compute_optimal  # noqa: E402
 
 
 def timed(fn, *args, **kw):
@@ -31,13 +33,34 @@ def timed(fn, *args, **kw):
   return out, time.perf_counter() - t0
 
 
+def epoch(path: str, n_boot: int) -> None:
+  """Epoch AI's digitised Chinchilla points, less the 5 highest losses as in their notebook; D = C / (6 N)."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  df = pd.read_csv(path)
+  N, C, L = (df[c].to_numpy(float) for c in ("Model Size", "Training FLOP", "loss"))
+  keep = L < np.sort(L)[-5]
+  N, D, L = N[keep], C[keep] / (6 * N[keep]), L[keep]
+  F.fit_chinchilla(N, D, L)
+  r, t = timed(F.fit_chinchilla, N, D, L)
+  b, tb = timed(F.bootstrap_chinchilla, N, D, L, n_boot=n_boot, base=r)
+  print(f"Epoch AI's data ({len(L)} points): warm fit {t * 1e3:.1f} ms, objective {r.loss!r}; {n_boot} bootstrap refits "
+        f"{tb:.2f} s ({b.n_converged} converged)")
+  for k, v in r.params.items():
+    lo, hi = b.intervals[k]
+    print(f"  {k:6s} {v:10.4f}  95% [{lo:.4f}, {hi:.4f}]   Epoch AI: {compute_optimal.EPOCH_PARAMS[k]}")
+  print(f"  a = {b.base.frontier([1e21])['a']:.4f} 95% {tuple(round(float(x), 4) for x in b.intervals['a'])}\n")
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--noise", type=float, default=0.015)
   ap.add_argument("--starts", type=int, default=4500, help="L-BFGS grid starts (a seeded subset below 4,500)")
   ap.add_argument("--n_boot", type=int, default=4000)
   ap.add_argument("--old_boot", type=int, default=400)
+  ap.add_argument("--epoch_csv", default="", help="Epoch AI's svg_extracted_data.csv: fit it too")
   args = ap.parse_args()
+  if args.epoch_csv:
+    epoch(args.epoch_csv, args.n_boot)
   d = F.synthetic_chinchilla(8, 30, noise=args.noise, seed=0)
   N, D, L = d["N"], d["D"], d["L"]
   print(f"data: {len(L)} points, {args.noise:.1%} log noise, planted {d['params']}; load avg {os.getloadavg()[0]:.1f}")

@@ -181,6 +181,9 @@ def bootstrap_chinchilla(N, D, L, *, n_boot: int = 4000, key: int = 0, level: fl
   if not 0 < level < 1 or n_boot < 2:
     raise ValueError(f"need 0 < level < 1 and n_boot >= 2, got level={level}, n_boot={n_boot}")
   base = fit_chinchilla(N, D, L, objective=kind, delta=delta) if base is None else base
+  if base.objective != kind or base.delta != delta or base.n_points != len(L):
+    raise ValueError(f"base was fitted with {base.objective} (delta={base.delta}) to {base.n_points} points, not "
+                     f"{kind} (delta={delta}) to these {len(L)}")
   d = _Data(N, D, L, np.ones(len(L)))
   chunk = min(chunk, n_boot)
   n_chunks = -(-n_boot // chunk)
