@@ -59,8 +59,6 @@ def main() -> None:
   ap.add_argument("--old_boot", type=int, default=400)
   ap.add_argument("--epoch_csv", default="", help="Epoch AI's svg_extracted_data.csv: fit it too")
   args = ap.parse_args()
-  if args.epoch_csv:
-    epoch(args.epoch_csv, args.n_boot)
   d = F.synthetic_chinchilla(8, 30, noise=args.noise, seed=0)
   N, D, L = d["N"], d["D"], d["L"]
   print(f"data: {len(L)} points, {args.noise:.1%} log noise, planted {d['params']}; load avg {os.getloadavg()[0]:.1f}")
@@ -102,7 +100,9 @@ def main() -> None:
 
   print("\nratios (warm):")
   print(f"  fit:       L-BFGS grid / ours = {t_ref_full / warm:.0f}x, generic / ours = {old_warm / warm:.0f}x")
-  print(f"  bootstrap: generic (extrapolated) / ours = {o_ext / b_warm:.1f}x")
+  print(f"  bootstrap: generic (extrapolated) / ours = {o_ext / b_warm:.1f}x\n")
+  if args.epoch_csv:
+    epoch(args.epoch_csv, args.n_boot)
 
 
 if __name__ == "__main__":
