@@ -43,8 +43,8 @@ def epoch(path: str, n_boot: int) -> None:
   F.fit_chinchilla(N, D, L)
   r, t = timed(F.fit_chinchilla, N, D, L)
   b, tb = timed(F.bootstrap_chinchilla, N, D, L, n_boot=n_boot, base=r)
-  print(f"Epoch AI's data ({len(L)} points): warm fit {t * 1e3:.1f} ms, objective {r.loss!r}; {n_boot} bootstrap refits "
-        f"{tb:.2f} s ({b.n_converged} converged)")
+  print(f"Epoch AI's data ({len(L)} points): warm fit {t * 1e3:.1f} ms, objective {r.loss!r}; {n_boot} bootstrap "
+        f"refits {tb:.2f} s ({b.n_converged} converged)")
   for k, v in r.params.items():
     lo, hi = b.intervals[k]
     print(f"  {k:6s} {v:10.4f}  95% [{lo:.4f}, {hi:.4f}]   Epoch AI: {compute_optimal.EPOCH_PARAMS[k]}")
