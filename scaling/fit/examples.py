@@ -28,7 +28,7 @@ def curves_rows(seed: int = 0, sigma: float = 0.01, n_points: int = 8) -> list[d
   return rows
 
 
-def runs_2d_rows(seed: int = 0, sigma: float = 0.01, budgets=(1e18, 1e19, 1e20, 1e21), per_budget: int = 7,
+def runs_2d_rows(seed: int = 0, sigma: float = 0.01, budgets=(1e18, 1e19, 1e20, 1e21), per_budget: int = 9,
                  k: float = 6.0, law: dict[str, float] | None = None) -> list[dict[str, str]]:
   """Rows {N, D, C, loss} of isoFLOP runs: for each compute budget C, `per_budget` model sizes log-spaced around
   the law's compute-optimal N (x1/8 .. x8), D = C / (k N), loss from the law times log-normal noise."""

@@ -147,6 +147,9 @@ def _eval(node: ast.AST, table: Table, field: str) -> Any:
       if type(op) not in _CMP:
         raise ValueError(f"{field}: comparison {type(op).__name__} is not supported")
       r = ev(right)
+      if any(isinstance(u, str) and isinstance(v, np.ndarray) and v.dtype.kind == "f"
+             for u, v in ((left, r), (r, left))):
+        raise ValueError(f"{field}: a column of numbers is compared with a string; compare it with a number")
       out = np.logical_and(out, _CMP[type(op)](left, r))
       left = r
     return out
