@@ -21,9 +21,10 @@ from absl import logging
 
 from scaling.engine import io
 from scaling.fit import chinchilla_fit as cf
-from scaling.fit import frontier as frontier_lib
 from scaling.fit import metrics
 from scaling.fit import table as table_lib
+from scaling.fit.frontier import frontier as frontier_fn  # scaling.fit.frontier is this function, not the module
+from scaling.fit.frontier import isoflop_parabola
 
 OBJECTIVES = cf.OBJECTIVES
 FRONTIER = ("N_opt", "D_opt", "tokens_per_param")
@@ -78,7 +79,7 @@ def isoflop_one(g: table_lib.Group, cfg: dict[str, Any]) -> dict[str, Any]:
   counts = {c: int((C_group == c).sum()) for c in np.unique(C_group)}
   keep = np.array([counts[c] >= 3 for c in C_group])
   try:
-    r = frontier_lib.isoflop_parabola(g.x[m, 0][keep], g.x[m, 1][keep], g.y[m][keep], C_group[keep], k,
+    r = isoflop_parabola(g.x[m, 0][keep], g.x[m, 1][keep], g.y[m][keep], C_group[keep], k,
                                       n_boot=max(f["n_boot"], 2), key=f["key"], level=f["level"])
   except ValueError as e:
     return {"group": g.label, "skipped": str(e)}
@@ -182,7 +183,7 @@ def plot_groups(data: table_lib.Dataset, s: dict[str, Any], folder: str) -> list
         n = np.geomspace(g.x[:, 0].min() / 2, g.x[:, 0].max() * 2, 100)
         ax.plot(n, cf.predict(p, n, c / (k * n)), "-", lw=0.8, color=plt.cm.viridis((np.log10(c) - lc.min()) /
                                                                                    max(np.ptp(lc), 1e-9)))
-      opt = frontier_lib.frontier(p, budgets, k)
+      opt = frontier_fn(p, budgets, k)
       ax.plot(opt["N_opt"], opt["L_opt"], "k--", lw=1, label=f"optimum ({fits[0]['objective']})")
     ax.set(xscale="log", yscale="log", xlabel=f"N ({data.x_names[0]})", ylabel=f"L ({data.y_name})", title=g.label)
     ax.legend(fontsize=7)
@@ -191,7 +192,7 @@ def plot_groups(data: table_lib.Dataset, s: dict[str, Any], folder: str) -> list
     C = np.geomspace(min([g.compute.min()] + C_at), max([g.compute.max()] + C_at), 100)
     for i, d in enumerate(fits):
       p = {q: v["value"] for q, v in d["params"].items()}
-      bx.plot(C, frontier_lib.frontier(p, C, s["k"])["N_opt"], "-", color=f"C{i}", label=f"L(N, D) {d['objective']}: "
+      bx.plot(C, frontier_fn(p, C, s["k"])["N_opt"], "-", color=f"C{i}", label=f"L(N, D) {d['objective']}: "
               f"a = {d['a']['value']:.3f}")
       at = d["at"]
       if at and at[0]["N_opt"]["lo"] is not None:

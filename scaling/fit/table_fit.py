@@ -187,7 +187,13 @@ def bootstrap_one(method: str, curve: bm.Curve, r: bm.MethodResult, f: dict[str,
     return None
   form = forms_lib.bnsl(r.n_breaks) if method == "bnsl" else forms_lib.FORMS[method]()
   scale = r.params.get("y_scale", 1.0)
-  theta = form.unconstrained(r.params)
+  try:  # natural -> unconstrained can fail where a parameter sits at its bound (M4's a rounded to e0)
+    theta = form.unconstrained(r.params)
+  except (ValueError, OverflowError):
+    theta = np.full(form.n_params, np.nan)
+  if not np.all(np.isfinite(theta)):
+    logging.warning("bootstrap of %s on %s skipped: its parameters %s lie on a bound", method, curve.name, r.params)
+    return None
   base = fitter.FitResult(form, f["objective"], theta, {}, math.nan, 1, theta[None], np.zeros(1))
   try:
     b = fitter.bootstrap(form, curve.x_fit, curve.y_fit / scale, n_boot=f["n_boot"], key=f["key"],
@@ -221,7 +227,7 @@ def fit_curves(data: table_lib.Dataset, cfg: dict[str, Any], results_dir: str) -
     seconds[m] = stored["seconds"]
     for c, r, b in zip(cs, stored["results"], stored["bootstrap"]):
       params = {k: {"value": v, "lo": b["lo"].get(k) if b else None, "hi": b["hi"].get(k) if b else None}
-                for k, v in r["params"].items()}
+                for k, v in r["params"].items() if not (k == "y_scale" and v == 1.0)}  # y_scale: M4 only
       fits.append({"group": c.model, "method": m, "n_breaks": r["n_breaks"], "rmsle_fit": r["rmsle_fit"],
                    "rmsle_test": r["rmsle_test"], "params": params, "grid": c.grid().tolist(),
                    "pred_grid": r["pred_grid"], "band_lo": b["pred_lo"] if b else None,
