@@ -1,0 +1,210 @@
+"""Chinchilla's L(N, D) and the compute-optimal frontier of a user's table, for `launch.fit`'s "csv" source.
+
+Per group (see :mod:`scaling.fit.table`) and objective of `fit2d.objectives` ("huber_log": Huber_delta on log
+residuals, Epoch AI's choice; "mse_log": squares of log residuals): `scaling.fit.chinchilla_fit.fit_chinchilla` on
+the fitting points, scored by RMSLE on the held-out ones, `bootstrap_chinchilla` (`fit.n_boot` resamples) for
+intervals of E, A, B, alpha, beta, the frontier exponents a = beta / (alpha + beta), b = alpha / (alpha + beta) and
+N*(C), D*(C), tokens per parameter D*/N* at the compute values `fit2d.C`. Where the runs come in compute groups (a
+compute column, or `source.isoflop`), Chinchilla's approach 2 -- a parabola of L against log N per group, a power
+law through the minima (`scaling.fit.frontier.isoflop_parabola`) -- is reported beside it for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from scaling.engine import io
+from scaling.fit import chinchilla_fit as cf
+from scaling.fit import metrics
+from scaling.fit import table as table_lib
+from scaling.fit.frontier import frontier as frontier_fn  # scaling.fit.frontier is this function, not the module
+from scaling.fit.frontier import isoflop_parabola
+
+OBJECTIVES = cf.OBJECTIVES
+FRONTIER = ("N_opt", "D_opt", "tokens_per_param")
+
+
+def _iv(value: Any, lo: Any = None, hi: Any = None) -> dict[str, float | None]:
+  f = lambda v: None if v is None else float(v)  # noqa: E731
+  return {"value": f(value), "lo": f(lo), "hi": f(hi)}
+
+
+def fit_one(g: table_lib.Group, objective: str, cfg: dict[str, Any]) -> dict[str, Any]:
+  """One group, one objective: parameters, frontier at `fit2d.C` and a, b, each with its bootstrap interval."""
+  f, f2, k = cfg["fit"], cfg["fit2d"], cfg["source"]["k"]
+  N, D, L = g.x[~g.test, 0], g.x[~g.test, 1], g.y[~g.test]
+  base = cf.fit_chinchilla(N, D, L, objective=objective, delta=f2["delta"])
+  C = np.asarray(f2["C"], np.float64)
+  iv: dict[str, Any] = {}
+  n_valid = 0
+  if f["n_boot"] >= 2:
+    b = cf.bootstrap_chinchilla(N, D, L, n_boot=f["n_boot"], key=f["key"], level=f["level"], base=base,
+                                objective=objective, delta=f2["delta"], k=k, C=C)
+    iv, n_valid = (b.intervals, b.n_converged) if b.n_converged else ({}, 0)
+  lohi = lambda name, i=None: (iv[name][0] if i is None else iv[name][0][i],  # noqa: E731
+                               iv[name][1] if i is None else iv[name][1][i]) if name in iv else (None, None)
+  front = base.frontier(C, k)
+  test = g.test
+  pred_test = base.predict(g.x[test, 0], g.x[test, 1])
+  return {"group": g.label, "objective": objective, "loss": base.loss, "converged": base.converged,
+          "rmsle_fit": metrics.rmsle(base.predict(N, D), L),
+          "rmsle_test": metrics.rmsle(pred_test, g.y[test]) if test.any() else None,
+          "params": {p: _iv(v, *lohi(p)) for p, v in base.params.items()},
+          "a": _iv(front["a"], *lohi("a")), "b": _iv(front["b"], *lohi("b")),
+          "at": [{"C": float(c), **{q: _iv(front[q][i], *lohi(q, i)) for q in FRONTIER}} for i, c in enumerate(C)],
+          "n_boot_valid": n_valid}
+
+
+def isoflop_groups(g: table_lib.Group) -> np.ndarray | None:
+  """Each fitting point's compute group (C to 6 significant digits), or None when the data carry no groups."""
+  if g.isoflop is None:
+    return None
+  return np.array([float(f"{c:.6g}") for c in g.isoflop[~g.test]])
+
+
+def isoflop_one(g: table_lib.Group, cfg: dict[str, Any]) -> dict[str, Any]:
+  """Approach 2 on one group's fitting points: a, b with intervals, N*, D*, D*/N* at `fit2d.C`; or the reason it
+  could not be fitted (fewer than 2 compute groups of >= 3 points, or a parabola opening downward)."""
+  f, k = cfg["fit"], cfg["source"]["k"]
+  C_group = isoflop_groups(g)
+  if C_group is None:
+    return {"group": g.label, "skipped": "no compute groups (give source.compute or source.isoflop)"}
+  m = ~g.test
+  counts = {c: int((C_group == c).sum()) for c in np.unique(C_group)}
+  keep = np.array([counts[c] >= 3 for c in C_group])
+  try:
+    r = isoflop_parabola(g.x[m, 0][keep], g.x[m, 1][keep], g.y[m][keep], C_group[keep], k,
+                                      n_boot=max(f["n_boot"], 2), key=f["key"], level=f["level"])
+  except ValueError as e:
+    return {"group": g.label, "skipped": str(e)}
+  C = np.asarray(cfg["fit2d"]["C"], np.float64)
+  N_opt = r.N_at(C)
+  return {"group": g.label, "a": _iv(r.a, *r.a_interval), "b": _iv(r.b, *r.b_interval), "n0": r.n0,
+          "n_boot_valid": r.n_valid,
+          "groups_used": {f"{c:g}": n for c, n in counts.items() if n >= 3},
+          "groups_skipped": {f"{c:g}": n for c, n in counts.items() if n < 3},
+          "minima": [{"C": float(c), "N_opt": float(n), "D_opt": float(d)} for c, n, d in zip(r.C, r.N_opt, r.D_opt)],
+          "at": [{"C": float(c), "N_opt": _iv(n), "D_opt": _iv(c / (k * n)), "tokens_per_param": _iv(c / (k * n * n))}
+                 for c, n in zip(C, N_opt)]}
+
+
+def fit_groups(data: table_lib.Dataset, cfg: dict[str, Any], results_dir: str) -> dict[str, Any]:
+  """Every objective and the isoFLOP estimate on every group; `results_dir/<name>.json` loaded when present."""
+  out: dict[str, Any] = {"seconds": {}}
+  jobs = [(f"chinchilla_{o}", lambda g, o=o: fit_one(g, o, cfg)) for o in cfg["fit2d"]["objectives"]]
+  jobs.append(("isoflop", lambda g: isoflop_one(g, cfg)))
+  for name, job in jobs:
+    path = os.path.join(results_dir, f"{name}.json")
+    if os.path.exists(path):
+      with open(path) as fh:
+        stored = json.load(fh)
+      logging.info("fit: %s loaded from %s", name, path)
+    else:
+      t0 = time.perf_counter()
+      rs = [job(g) for g in data.groups]
+      stored = {"seconds": time.perf_counter() - t0, "results": rs}
+      io.save_text(path, json.dumps(stored))
+      logging.info("fit: %s on %d group(s) in %.1f s", name, len(rs), stored["seconds"])
+    out["seconds"][name] = stored["seconds"]
+    key = "isoflop" if name == "isoflop" else "chinchilla"
+    out.setdefault(key, []).extend(stored["results"])
+  return out
+
+
+# --------------------------------------------------------------------------- tables and figures
+
+
+def _n(v: float | None) -> str:
+  return "nan" if v is None or not np.isfinite(v) else f"{v:.4g}"
+
+
+def _cell(d: dict[str, Any]) -> str:
+  return _n(d["value"]) + (f" [{_n(d['lo'])}, {_n(d['hi'])}]" if d.get("lo") is not None else "")
+
+
+def summary_text(s: dict[str, Any], cfg: dict[str, Any]) -> str:
+  """Chinchilla fits with intervals, then the frontier of every estimate at each `fit2d.C` (markdown)."""
+  f = cfg["fit"]
+  n = sum(g["points"] for g in s["groups"])
+  d_from = f"D = C / ({s['k']:g} N), C = {s['compute']}" if s["compute"] else f"D = {s['x'][1]}"
+  lines = [f"# L(N, D) = E + A / N^alpha + B / D^beta: {os.path.basename(s['file'])} (sha256 {s['sha256'][:12]}), "
+           f"{len(s['groups'])} group(s), {n} points, {sum(g['held_out'] for g in s['groups'])} held out",
+           "", f"N = {s['x'][0]}, {d_from}, L = {s['y']}; Huber delta {cfg['fit2d']['delta']:g}; bootstrap: "
+           f"{f['n_boot']} resamples, {100 * f['level']:g} % intervals; frontier with C = {s['k']:g} N D", "",
+           "### Chinchilla fits", "",
+           "| group | objective | fit + held out | RMSLE fit | RMSLE held out | E | A | B | alpha | beta |",
+           "|---" * 10 + "|"]
+  pts = {g["group"]: f"{g['fit']} + {g['held_out']}" for g in s["groups"]}
+  for d in s["chinchilla"]:
+    lines.append(f"| {d['group']} | {d['objective']} | {pts[d['group']]} | {_n(d['rmsle_fit'])} | "
+                 f"{_n(d['rmsle_test'])} | " + " | ".join(_cell(d["params"][p]) for p in cf.PARAMS) + " |")
+  lines += ["", "### Compute-optimal frontier: N*(C) ∝ C^a, D*(C) ∝ C^b", "",
+            "| group | estimate | a | b | C | N* | D* | tokens / parameter |", "|---" * 8 + "|"]
+  for d in s["chinchilla"] + [d for d in s["isoflop"] if "skipped" not in d]:
+    est = f"L(N, D) {d['objective']}" if "objective" in d else "isoFLOP parabolas"
+    for i, at in enumerate(d["at"]):
+      ab = f"{_cell(d['a'])} | {_cell(d['b'])}" if i == 0 else " | "
+      lines.append(f"| {d['group']} | {est} | {ab} | {at['C']:.3g} | {_cell(at['N_opt'])} | {_cell(at['D_opt'])} | "
+                   f"{_cell(at['tokens_per_param'])} |")
+  for d in s["isoflop"]:
+    if "skipped" in d:
+      lines += ["", f"isoFLOP parabolas, group {d['group']}: not fitted ({d['skipped']})"]
+    elif d["groups_skipped"]:
+      lines += ["", f"isoFLOP parabolas, group {d['group']}: compute groups with < 3 points left out: "
+                f"{d['groups_skipped']}"]
+  lines += ["", "Wall time (s): " + ", ".join(f"{m} {t:.1f}" for m, t in s["seconds"].items())]
+  return "\n".join(lines) + "\n"
+
+
+def plot_groups(data: table_lib.Dataset, s: dict[str, Any], folder: str) -> list[str]:
+  """figures/<group>_isoflop.png: left, L against N coloured by compute, the fitted law along each compute value
+  (the isoFLOP curves) and its optimum; right, N*(C) of every estimate with its band, over the runs' (C, N)."""
+  from scaling import plotting  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
+  plt, paths = plotting.plt, []
+  for g in data.groups:
+    fits = [d for d in s["chinchilla"] if d["group"] == g.label]
+    iso = next((d for d in s["isoflop"] if d["group"] == g.label and "skipped" not in d), None)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    lc = np.log10(g.compute)
+    sc = ax.scatter(g.x[:, 0], g.y, c=lc, cmap="viridis", s=14, marker="o", zorder=3)
+    ax.scatter(g.x[g.test, 0], g.y[g.test], facecolors="none", edgecolors="r", s=40, label="held out", zorder=4)
+    fig.colorbar(sc, ax=ax, label="log10 C")
+    budgets = np.unique([float(f"{c:.6g}") for c in (g.isoflop if g.isoflop is not None else
+                                                     np.geomspace(g.compute.min(), g.compute.max(), 4))])
+    if fits:
+      p, k = {q: v["value"] for q, v in fits[0]["params"].items()}, s["k"]
+      for c in budgets:
+        n = np.geomspace(g.x[:, 0].min() / 2, g.x[:, 0].max() * 2, 100)
+        ax.plot(n, cf.predict(p, n, c / (k * n)), "-", lw=0.8, color=plt.cm.viridis((np.log10(c) - lc.min()) /
+                                                                                   max(np.ptp(lc), 1e-9)))
+      opt = frontier_fn(p, budgets, k)
+      ax.plot(opt["N_opt"], opt["L_opt"], "k--", lw=1, label=f"optimum ({fits[0]['objective']})")
+    ax.set(xscale="log", yscale="log", xlabel=f"N ({data.x_names[0]})", ylabel=f"L ({data.y_name})", title=g.label)
+    ax.legend(fontsize=7)
+    bx.scatter(g.compute, g.x[:, 0], c="0.6", s=10, label="runs")
+    C_at = [a["C"] for d in fits for a in d["at"]]
+    C = np.geomspace(min([g.compute.min()] + C_at), max([g.compute.max()] + C_at), 100)
+    for i, d in enumerate(fits):
+      p = {q: v["value"] for q, v in d["params"].items()}
+      bx.plot(C, frontier_fn(p, C, s["k"])["N_opt"], "-", color=f"C{i}", label=f"L(N, D) {d['objective']}: "
+              f"a = {d['a']['value']:.3f}")
+      at = d["at"]
+      if at and at[0]["N_opt"]["lo"] is not None:
+        bx.fill_between([a["C"] for a in at], [a["N_opt"]["lo"] for a in at], [a["N_opt"]["hi"] for a in at],
+                        color=f"C{i}", alpha=0.2, lw=0)
+    if iso is not None:
+      bx.plot([m["C"] for m in iso["minima"]], [m["N_opt"] for m in iso["minima"]], "ks", ms=5,
+              label=f"parabola minima: a = {iso['a']['value']:.3f}")
+      bx.plot(C, 10.0 ** iso["n0"] * C ** iso["a"]["value"], "k:", lw=1)
+    bx.set(xscale="log", yscale="log", xlabel="C = k N D (FLOPs)", ylabel="N*(C)", title="compute-optimal N")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    slug = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in g.label)
+    paths += plotting.save(fig, [os.path.join(folder, f"{slug}_isoflop.png")])
+  return paths

@@ -1,0 +1,176 @@
+"""`launch.fit` on a user's table (configs/fit_sweep.py:csv): 1-D grouped curves, 2-D Chinchilla, JSON lines,
+filters, bad input (refused before the workdir is touched), re-run on changed data."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import fit_sweep
+from launch import fit as launch_fit
+from scaling.fit import examples, table, table_fit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+Z95 = 1.959964  # the 95 % two-sided normal quantile: a percentile interval is ~ +-Z95 standard errors wide
+
+
+def _cfg(path, **source):
+  c = fit_sweep.get_config("csv")
+  c.source.path = str(path)
+  c.source.update(**source)
+  c.methods = ("m2",)
+  c.fit.update(n_starts=128, top_k=4, n_boot=40)
+  c.fit2d.objectives = ("huber_log",)
+  return c
+
+
+def _snapshot(root):
+  return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _near(value, planted, iv, n_se=4.0):
+  """|value - planted| <= n_se standard errors, the standard error read off the 95 % bootstrap interval as
+  (hi - lo) / (2 Z95); at 4 SE a correct fit fails with probability ~6e-5 (normal tails), fixed seeds."""
+  se = (iv["hi"] - iv["lo"]) / (2 * Z95)
+  assert se > 0 and abs(value - planted) <= n_se * se, (value, planted, iv)
+
+
+def test_grouped_1d_end_to_end_resume_and_changed_data(tmp_path):
+  path = examples.write_curves_csv(str(tmp_path / "runs.csv"))
+  wd = tmp_path / "wd"
+  c = _cfg(path, group=("lr",), n_test=1)
+  text = launch_fit.run(c, str(wd))  # the launcher's dispatch on source.kind
+  s = json.loads((wd / "summary.json").read_text())
+  assert {"file", "sha256", "mode", "x", "y", "groups", "fits", "best", "seconds"} <= set(s) and s["mode"] == "1d"
+  assert [g["group"] for g in s["groups"]] == [f"lr={lr}" for lr in examples.CURVES]
+  # each group's largest N is held out: lines 9, 17, 25 of the file (header on line 1, 8 rows per group)
+  assert [g["lines_held_out"] for g in s["groups"]] == [[9], [17], [25]]
+  for d, (E, A, alpha) in zip(s["fits"], examples.CURVES.values()):
+    assert d["method"] == "m2" and math.isfinite(d["rmsle_test"]) and d["n_boot_valid"] > 20
+    _near(d["params"]["c"]["value"], alpha, d["params"]["c"])
+    assert np.all(np.array(d["band_lo"]) <= np.array(d["band_hi"]))
+  for f in ["config.json", "summary.md", "results/m2.json"] + [f"figures/loss_vs_N__lr_{lr}.png" for lr in
+                                                                examples.CURVES]:
+    assert (wd / f).is_file(), f
+  assert text == (wd / "summary.md").read_text() and "| lr=0.001 | 7 + 1 |" in text and "c = " in text
+  before = _snapshot(wd / "results")
+  assert launch_fit.run(c, str(wd)) == text  # resumed from results/, nothing refitted
+  assert _snapshot(wd / "results") == before
+  with open(path, "a") as fh:
+    fh.write("2000000000,0.01,2.1\n")
+  before = _snapshot(wd)
+  with pytest.raises(ValueError, match=r"data changed.*runs\.csv"):
+    table_fit.run(c, str(wd))
+  assert _snapshot(wd) == before
+
+
+def test_2d_compute_column_end_to_end(tmp_path):
+  """N and a compute column C (D = C / 6N), 4 compute groups of 9 runs; the largest group is held out."""
+  path = examples.write_runs_2d_csv(str(tmp_path / "runs2d.csv"))
+  wd = tmp_path / "wd"
+  c = _cfg(path, x=("N",), compute="C")
+  c.fit.n_boot = 60
+  c.fit2d.C = (1e21, 1e23)
+  data, s, text = table_fit.run(c, str(wd))
+  assert data.two_d and s["mode"] == "2d" and s["groups"][0]["held_out"] == 9
+  (ch,), (iso,) = s["chinchilla"], s["isoflop"]
+  p = examples.CHINCHILLA
+  for name in ("alpha", "beta"):
+    _near(ch["params"][name]["value"], p[name], ch["params"][name])
+  a_true = p["beta"] / (p["alpha"] + p["beta"])
+  _near(ch["a"]["value"], a_true, ch["a"])
+  assert abs(ch["a"]["value"] + ch["b"]["value"] - 1) < 1e-12  # a + b = 1 by definition (C = k N D)
+  assert "skipped" not in iso, iso
+  _near(iso["a"]["value"], a_true, iso["a"])
+  assert sorted(iso["groups_used"]) == ["1e+18", "1e+19", "1e+20"]
+  for at in ch["at"]:  # D* = C / (k N*) at every C, to float rounding
+    assert at["D_opt"]["value"] == pytest.approx(at["C"] / (6 * at["N_opt"]["value"]), rel=1e-12)
+    assert at["N_opt"]["lo"] <= at["N_opt"]["value"] <= at["N_opt"]["hi"]
+  for f in ["config.json", "summary.md", "summary.json", "results/chinchilla_huber_log.json", "results/isoflop.json",
+            "figures/all_isoflop.png"]:
+    assert (wd / f).is_file(), f
+  assert "isoFLOP parabolas" in text and "huber_log" in text
+
+
+def test_jsonl_holdout_column_and_filters(tmp_path):
+  rows = examples.curves_rows()
+  path = tmp_path / "runs.jsonl"
+  with open(path, "w") as fh:
+    for i, r in enumerate(rows):
+      fh.write(json.dumps({"N": float(r["N"]), "lr": r["lr"], "loss": float(r["loss"]), "test": i % 8 >= 6}) + "\n")
+  src = table_fit.plan(_cfg(path, group=("lr",), holdout="column", test_column="test"))["source"]
+  d = table.load(src)
+  assert [(len(g.y), int(g.test.sum())) for g in d.groups] == [(8, 2)] * 3
+  assert list(d.groups[0].lines[d.groups[0].test]) == [7, 8]  # .jsonl lines count from 1, no header
+  src.update(drop="lr == 0.01 or N < 2e6", drop_lines=[8], x_max=5e8)
+  d = table.load(src)  # lr=0.01 gone, N=1e6 (line 1, 9) and N=1e9 gone, line 8 (N=1e9 anyway) gone
+  assert [g.label for g in d.groups] == ["lr=0.001", "lr=0.003"] and [len(g.y) for g in d.groups] == [6, 6]
+  c = _cfg(path, group=("lr",), holdout="column", test_column="test")
+  c.figures = False
+  _, s, _ = table_fit.run(c, str(tmp_path / "wd"))  # 3 curves padded to 16 points: m2 as compiled above
+  assert [g["lines_held_out"] for g in s["groups"]] == [[7, 8], [15, 16], [23, 24]]
+  assert all(math.isfinite(d["rmsle_test"]) for d in s["fits"])
+
+
+def _write(path, text):
+  path.write_text(text)
+  return path
+
+
+GOOD_1D = "N,lr,loss\n" + "".join(f"{n},0.1,{2 + 10 * n ** -0.3:.4f}\n" for n in (1e3, 1e4, 1e5, 1e6, 1e7))
+
+
+@pytest.mark.parametrize("name,text,source,match", [
+    ("missing column", GOOD_1D, dict(y="los"), r"bad\.csv: no column 'los' \(named by source\.y\)"),
+    ("non-numeric cell", GOOD_1D.replace("2.3162", "n/a"), {}, r"bad\.csv: line 4, column 'loss': 'n/a' is not a"),
+    ("empty cell", GOOD_1D.replace("1000.0,", ","), {}, r"bad\.csv: line 2, column 'N': '' is not a number"),
+    ("non-positive N", GOOD_1D.replace("100000.0,", "0,"), {}, r"bad\.csv: line 4, column 'N'.*must be > 0"),
+    ("non-positive loss", GOOD_1D.replace("2.3162", "-2.5"), {}, r"bad\.csv: line 4, column 'loss'.*must be > 0"),
+    ("non-positive D", "N,D,loss\n1,2,3\n1,-2,3\n", dict(x=("N", "D")), r"line 3, column 'D'.*must be > 0"),
+    ("non-positive compute", "N,C,loss\n1,2,3\n1,0,3\n", dict(compute="C"), r"line 3, column 'C'.*must be > 0"),
+    ("short row", "N,lr,loss\n1,2\n", {}, r"bad\.csv: line 2 has 2 cells"),
+    ("group with one point", GOOD_1D + "5,0.2,3\n", dict(group=("lr",)), r"group lr=0\.2 has a single point \(line 7\)"),
+    ("fewer points than parameters", GOOD_1D, dict(n_test=3),
+     r"bad\.csv: group all has 2 fitting points \(lines 2, 3\) but m2 needs at least 3"),
+    ("2-D fewer points than parameters", "N,D,loss\n" + "".join(f"{i},2,3\n" for i in range(1, 6)), dict(x=("N", "D")),
+     r"group all has 4 fitting points .* chinchilla needs at least 5"),
+    ("drop line not a row", GOOD_1D, dict(drop_lines=(9,)), r"source\.drop_lines: line 9 of .*bad\.csv"),
+    ("bad drop expression", GOOD_1D, dict(drop="lr >> 1"), r"source\.drop.*not supported"),
+    ("drop compares numbers with a string", GOOD_1D, dict(drop="lr == '0.1'"), r"source\.drop.*with a string"),
+    ("holdout column not boolean", GOOD_1D, dict(holdout="column", test_column="lr"),
+     r"line 2, column 'lr': '0\.1' is not true/false"),
+])
+def test_bad_table_raises_before_writing(tmp_path, name, text, source, match):
+  path = _write(tmp_path / "bad.csv", text)
+  wd = tmp_path / "wd"
+  with pytest.raises(ValueError, match=match):
+    table_fit.run(_cfg(path, **source), str(wd))
+  assert not wd.exists(), name
+
+
+def test_bad_config_field_raises_before_writing(tmp_path):
+  path = _write(tmp_path / "ok.csv", GOOD_1D)
+  with pytest.raises(ValueError, match=r"source\.colum='x' is not a field"):
+    fit_sweep.get_config(f"csv,source.colum=x,source.path={path}")
+  c = _cfg(path).to_dict()
+  c["source"]["colum"] = "x"
+  with pytest.raises(ValueError, match=r"unknown config keys: \['source.colum'\]"):
+    table_fit.run(c, str(tmp_path / "wd"))
+  for field, value, match in [("holdout", "smallest", "source.holdout"), ("x", ("N", "D", "C"), "source.x"),
+                              ("test_column", "t", "source.test_column"), ("k", 0, "source.k")]:
+    with pytest.raises(ValueError, match=match):
+      table_fit.run(_cfg(path, **{field: value}), str(tmp_path / "wd"))
+  assert not (tmp_path / "wd").exists()
+
+
+def test_launcher_names_file_line_and_column(tmp_path):
+  path = _write(tmp_path / "bad.csv", GOOD_1D.replace("2.3162", "diverged"))
+  r = subprocess.run([sys.executable, "-m", "launch.fit", "--config=configs/fit_sweep.py:csv",
+                      f"--config.source.path={path}", f"--workdir={tmp_path / 'wd'}"],
+                     cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=300)
+  assert r.returncode != 0 and f"{path}: line 4, column 'loss': 'diverged' is not a number" in r.stderr, r.stderr
+  assert not (tmp_path / "wd").exists()
