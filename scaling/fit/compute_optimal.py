@@ -95,7 +95,10 @@ def _parabola_min(x_SxP, y_SxP, w_SxP):
   V = np.stack([np.ones_like(u), u, u * u], -1)
   VtV = np.einsum("sp,spi,spj->sij", w_SxP, V, V)
   Vty = np.einsum("sp,spi,sp->si", w_SxP, V, y_SxP)
-  c = np.linalg.solve(VtV + 1e-300 * np.eye(3)[None], Vty[..., None])[..., 0]
+  # a row with < 3 distinct weighted points (a bootstrap resample can draw one) has a singular system: NaN, not an error
+  singular = np.linalg.matrix_rank(VtV) < 3
+  c = np.linalg.solve(np.where(singular[:, None, None], np.eye(3)[None], VtV), Vty[..., None])[..., 0]
+  c[singular] = np.nan
   return xm[:, 0] - c[:, 1] / (2 * c[:, 2]), c[:, 2]
 
 

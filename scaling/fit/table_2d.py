@@ -6,7 +6,7 @@ the fitting points, scored by RMSLE on the held-out ones, `bootstrap_chinchilla`
 intervals of E, A, B, alpha, beta, the frontier exponents a = beta / (alpha + beta), b = alpha / (alpha + beta) and
 N*(C), D*(C), tokens per parameter D*/N* at the compute values `fit2d.C`. Where the runs come in compute groups (a
 compute column, or `source.isoflop`), Chinchilla's approach 2 -- a parabola of L against log N per group, a power
-law through the minima (`scaling.fit.frontier.isoflop_parabola`) -- is reported beside it for comparison.
+law through the minima (`scaling.fit.compute_optimal.isoflop_parabola`) -- is reported beside it for comparison.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from scaling.engine import io
 from scaling.fit import chinchilla_fit as cf
 from scaling.fit import metrics
 from scaling.fit import table as table_lib
-from scaling.fit.frontier import frontier as frontier_fn  # scaling.fit.frontier is this function, not the module
-from scaling.fit.frontier import isoflop_parabola
+from scaling.fit.compute_optimal import frontier as frontier_fn
+from scaling.fit.compute_optimal import isoflop_parabola
 
 OBJECTIVES = cf.OBJECTIVES
 FRONTIER = ("N_opt", "D_opt", "tokens_per_param")
