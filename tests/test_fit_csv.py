@@ -174,3 +174,34 @@ def test_launcher_names_file_line_and_column(tmp_path):
                      cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=300)
   assert r.returncode != 0 and f"{path}: line 4, column 'loss': 'diverged' is not a number" in r.stderr, r.stderr
   assert not (tmp_path / "wd").exists()
+
+
+def _src(path, **source):
+  return table_fit.plan(_cfg(path, **source))["source"]
+
+
+def test_drop_missing_cells_booleans_and_text(tmp_path):
+  """source.drop: empty / 'nan' cells are NaN in a number column, true/false columns are booleans (CSV any case,
+  JSON), missing(col) drops rows without a value (a dropped row's empty loss is never read), text compared with a
+  number is refused naming the column and its first non-numeric row."""
+  rows = [(1e3, "0.1", "3.1", "True", "a"), (1e4, "", "2.8", "False", "b"), (1e5, "nan", "", "true", "c"),
+          (1e6, "0.2", "2.5", "FALSE", "7"), (1e7, "0.1", "2.4", "false", "d")]
+  csv_path = _write(tmp_path / "m.csv", "N,lr,loss,bad,name\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+  kept = lambda path, drop: list(table.load(_src(path, drop=drop, holdout="none")).groups[0].lines)  # noqa: E731
+  # line 4 (row 3) has no loss: every expression below must drop it
+  assert kept(csv_path, "missing(loss)") == [2, 3, 5, 6]
+  assert kept(csv_path, "missing(loss) or lr == 0.2") == [2, 3, 6]  # NaN lr (lines 3, 4) is not == 0.2
+  assert kept(csv_path, "missing(loss) or missing(lr)") == [2, 5, 6]
+  assert kept(csv_path, "bad") == kept(csv_path, "bad == True") == [3, 5, 6]  # 'true' / 'True' on lines 2 and 4
+  with pytest.raises(ValueError, match=r"m\.csv: line 4, column 'loss': '' is not a number"):  # kept: read
+    kept(csv_path, "not bad")
+  with pytest.raises(ValueError, match=r"column 'name' holds text \(.*m\.csv: line 2, column 'name': 'a'\).*number"):
+    kept(csv_path, "name == 7")
+  with pytest.raises(ValueError, match=r"column 'name' holds text.*boolean"):
+    kept(csv_path, "name == True or missing(loss)")
+  assert kept(csv_path, "name == 'a' or missing(loss)") == [3, 5, 6]
+  jl = tmp_path / "m.jsonl"
+  jl.write_text("".join(json.dumps({"N": r[0], "loss": None if r[2] == "" else float(r[2]),
+                                    "bad": r[3].lower() == "true"}) + "\n" for r in rows))
+  assert kept(jl, "bad or missing(loss)") == [2, 4, 5]
+  assert kept(jl, "bad == True or missing(loss)") == [2, 4, 5]

@@ -16,7 +16,13 @@ x <= `source.x_max` (the first x column; 0 = no bound), then hold out points by 
 - "none": nothing held out (no held-out error is reported).
 
 The `source.drop` expression is Python syntax over the columns: names (`lr > 0.01 and seed == 2`), `col("a b")`
-for a column whose name is not an identifier, numbers, strings, comparisons, + - * / **, and/or/not.
+for a column whose name is not an identifier, numbers, strings, True/False, comparisons, + - * / **, and/or/not,
+and `missing(name)` (or `missing("a b")`): true where the cell is empty, 'nan' or null -- `source.drop="missing(loss)"`
+drops the rows without a loss (a dropped row's cells are never read as numbers). A column reads as booleans when
+every present cell is one (JSON true/false; true/false in any case in a CSV: `bad`, `not bad`, `bad == True`), as
+numbers when every present cell is one (missing cells are NaN: every comparison with them is false but !=), else as
+text, which may only be compared with strings (a number or boolean compared with text is refused, naming the column
+and its first non-numeric cell).
 Nothing here writes anything.
 """
 
@@ -123,13 +129,63 @@ def read_table(path: str) -> Table:
 # --------------------------------------------------------------------------- the `source.drop` expression
 
 
-def _values(table: Table, name: str, field: str) -> np.ndarray:
-  """A column as float64 when every cell is a number, else as strings (for == / != tests)."""
+_MISSING = ("", "nan")  # a cell that reads as missing (besides None / JSON null): NaN in a number column
+_BOOL = {"true": True, "false": False}  # CSV spellings of a boolean column (any case); JSON true/false
+
+
+@dataclasses.dataclass(frozen=True)
+class _Text:
+  """A column that is neither numbers nor booleans: its cells as strings, for == / != against strings only."""
+
+  values: np.ndarray
+  name: str
+  first: str  # where its first non-numeric cell is (file, line, column) and what it holds
+
+
+def _missing(v: Any) -> bool:
+  return v is None or (isinstance(v, str) and v.strip().lower() in _MISSING) or (isinstance(v, float) and
+                                                                                  math.isnan(v))
+
+
+def _values(table: Table, name: str, field: str) -> np.ndarray | _Text:
+  """A column for the drop expression: bool when every present cell is a boolean (JSON true/false, or true/false in
+  any case), float64 when every present cell is a number (missing cells -- empty, 'nan', null -- are NaN; in a
+  boolean column they are False), else :class:`_Text`."""
   cells = table.column(name, field)
-  try:
-    return np.array([float(v) if not isinstance(v, bool) and v is not None else math.nan for v in cells])
-  except (TypeError, ValueError):
-    return np.array(["" if v is None else str(v) for v in cells])
+  present = [(i, v) for i, v in enumerate(cells) if not _missing(v)]
+  if present and all(isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() in _BOOL) for _, v in present):
+    return np.array([False if _missing(v) else v if isinstance(v, bool) else _BOOL[v.strip().lower()]
+                     for v in cells])
+  out = np.full(len(cells), math.nan)
+  for i, v in present:
+    try:
+      if isinstance(v, bool):
+        raise ValueError
+      out[i] = float(v)
+    except (TypeError, ValueError):
+      return _Text(np.array(["" if u is None else str(u) for u in cells]), name, f"{table.where(i, name)}: {v!r}")
+  return out
+
+
+def _missing_mask(table: Table, name: str, field: str) -> np.ndarray:
+  """Rows whose cell in column `name` is empty, 'nan' (any case) or null: `missing(name)` in the expression."""
+  return np.array([_missing(v) for v in table.column(name, field)])
+
+
+def _plain(v: Any, field: str, use: str) -> Any:
+  if isinstance(v, _Text):
+    raise ValueError(f"{field}: column {v.name!r} holds text ({v.first}), which {use}")
+  return v
+
+
+def _column_arg(node: ast.Call) -> str | None:
+  """The column named by f(name) or f("a b") (f = col or missing), else None."""
+  if node.keywords or len(node.args) != 1:
+    return None
+  a = node.args[0]
+  if isinstance(a, ast.Name):
+    return a.id
+  return a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None
 
 
 def _eval(node: ast.AST, table: Table, field: str) -> Any:
@@ -138,32 +194,44 @@ def _eval(node: ast.AST, table: Table, field: str) -> Any:
     return ev(node.body)
   if isinstance(node, ast.BoolOp):
     op = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
-    return op.reduce([np.broadcast_to(ev(v), (len(table.lines),)) for v in node.values])
+    return op.reduce([np.broadcast_to(_plain(ev(v), field, "and / or cannot use"), (len(table.lines),))
+                      for v in node.values])
   if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
-    return np.logical_not(ev(node.operand)) if isinstance(node.op, ast.Not) else -ev(node.operand)
+    v = _plain(ev(node.operand), field, "not / - cannot use")
+    return np.logical_not(v) if isinstance(node.op, ast.Not) else -v
   if isinstance(node, ast.Compare):
     left, out = ev(node.left), True
     for op, right in zip(node.ops, node.comparators):
       if type(op) not in _CMP:
         raise ValueError(f"{field}: comparison {type(op).__name__} is not supported")
       r = ev(right)
-      if any(isinstance(u, str) and isinstance(v, np.ndarray) and v.dtype.kind == "f"
-             for u, v in ((left, r), (r, left))):
-        raise ValueError(f"{field}: a column of numbers is compared with a string; compare it with a number")
-      out = np.logical_and(out, _CMP[type(op)](left, r))
+      texts = [u for u in (left, r) if isinstance(u, _Text)]
+      others = [u for u in (left, r) if not isinstance(u, (_Text, str))]
+      if texts and others:
+        raise ValueError(f"{field}: column {texts[0].name!r} holds text ({texts[0].first}) and is compared with a "
+                         "number or boolean; compare it with a string ('...'), or drop that row")
+      if any(isinstance(u, str) for u in (left, r)) and others:
+        num = next(u for u in others)
+        what = "booleans" if np.asarray(num).dtype == bool else "numbers"
+        raise ValueError(f"{field}: a column of {what} is compared with a string; compare it with a "
+                         f"{'boolean' if what == 'booleans' else 'number'}")
+      lv, rv = (u.values if isinstance(u, _Text) else u for u in (left, r))
+      out = np.logical_and(out, _CMP[type(op)](lv, rv))
       left = r
     return out
   if isinstance(node, ast.BinOp) and type(node.op) in _BIN:
-    return _BIN[type(node.op)](ev(node.left), ev(node.right))
+    use = "arithmetic cannot use"
+    return _BIN[type(node.op)](_plain(ev(node.left), field, use), _plain(ev(node.right), field, use))
   if isinstance(node, ast.Name):
     return _values(table, node.id, field)
-  if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "col" and not node.keywords
-      and len(node.args) == 1 and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-    return _values(table, node.args[0].value, field)
+  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("col", "missing"):
+    name = _column_arg(node)
+    if name is not None:
+      return (_values if node.func.id == "col" else _missing_mask)(table, name, field)
   if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
     return node.value
-  raise ValueError(f"{field}: {ast.unparse(node)!r} is not supported (use column names, col('name'), numbers, "
-                   "strings, comparisons, + - * / **, and / or / not)")
+  raise ValueError(f"{field}: {ast.unparse(node)!r} is not supported (use column names, col('name'), "
+                   "missing(name), numbers, strings, True / False, comparisons, + - * / **, and / or / not)")
 
 
 def drop_mask(table: Table, expression: str, field: str = "source.drop") -> np.ndarray:
@@ -174,10 +242,11 @@ def drop_mask(table: Table, expression: str, field: str = "source.drop") -> np.n
     raise ValueError(f"{field}: {expression!r} is not an expression ({e.msg})") from None
   try:
     with np.errstate(all="ignore"):
-      out = np.asarray(_eval(tree, table, f"{field} {expression!r}"))
+      out = _eval(tree, table, f"{field} {expression!r}")
+      out = out if isinstance(out, _Text) else np.asarray(out)
   except TypeError as e:  # e.g. a string column compared with a number
     raise ValueError(f"{field} {expression!r} on {table.path}: {e}") from None
-  if out.dtype != bool:
+  if isinstance(out, _Text) or out.dtype != bool:
     raise ValueError(f"{field} {expression!r} must be true or false per row (a comparison), got {out.dtype} values")
   return np.broadcast_to(out, (len(table.lines),))
 
