@@ -205,3 +205,14 @@ def test_drop_missing_cells_booleans_and_text(tmp_path):
                                     "bad": r[3].lower() == "true"}) + "\n" for r in rows))
   assert kept(jl, "bad or missing(loss)") == [2, 4, 5]
   assert kept(jl, "bad == True or missing(loss)") == [2, 4, 5]
+
+
+def test_2d_largest_holds_out_whole_isoflop_budgets(tmp_path):
+  """x = (N, D) with source.isoflop: "largest" ranks by the budget, so each budget is all fitting or all held out
+  (ranking by k N D would split budgets: the written N, D are rounded to 6 digits)."""
+  path = examples.write_runs_2d_csv(str(tmp_path / "r.csv"))
+  for n_test in (0, 2):
+    g = table.load(_src(path, x=("N", "D"), isoflop="C", n_test=n_test)).groups[0]
+    per_budget = {c: set(g.test[g.isoflop == c]) for c in np.unique(g.isoflop)}
+    assert all(len(v) == 1 for v in per_budget.values()), per_budget
+    assert sorted(c for c, v in per_budget.items() if v == {True}) == [1e21, 1e20][:max(n_test, 1)][::-1]

@@ -10,8 +10,9 @@ work: drop lines, drop rows where the `source.drop` expression is true, read the
 left (an empty or non-numeric cell, or a value <= 0 where a log is taken, is an error), keep `source.x_min` <=
 x <= `source.x_max` (the first x column; 0 = no bound), then hold out points by `source.holdout`:
 
-- "largest": in each group, the points at the `source.n_test` largest distinct x (2-D: compute C = k N D, or the
-  compute column); 0 = a fifth of the distinct values, at least one;
+- "largest": in each group, the points at the `source.n_test` largest distinct x (2-D: the `source.isoflop` budget
+  when given, so no compute budget is split between fitting and held-out points; else the compute column, or
+  C = k N D); 0 = a fifth of the distinct values, at least one;
 - "column": the rows whose `source.test_column` is true (true/false, 1/0, yes/no; JSON booleans);
 - "none": nothing held out (no held-out error is reported).
 
@@ -355,7 +356,8 @@ def load(src: dict[str, Any]) -> Dataset:
                        "a curve needs at least 2 (drop it with source.drop or source.drop_lines)")
     t = test[idx]
     if src["holdout"] == "largest":
-      t = _largest(x0[idx] if compute is None else compute[idx], src["n_test"])
+      rank = x0 if compute is None else compute if isoflop is None else isoflop  # a budget is never split
+      t = _largest(rank[idx], src["n_test"])
     groups.append(Group(label, x[idx], y[idx], t, table.lines[rows[idx]],
                         None if compute is None else compute[idx], None if isoflop is None else isoflop[idx]))
   return Dataset(table.path, xs, ycol, x.ndim == 2, bool(ccol), groups)
