@@ -12,7 +12,7 @@ import pytest
 
 from configs import fit_sweep
 from launch import fit as launch_fit
-from scaling.fit import examples, table, table_fit
+from scaling.fit import compute_optimal, examples, table, table_2d, table_fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Z95 = 1.959964  # the 95 % two-sided normal quantile: a percentile interval is ~ +-Z95 standard errors wide
@@ -216,3 +216,27 @@ def test_2d_largest_holds_out_whole_isoflop_budgets(tmp_path):
     per_budget = {c: set(g.test[g.isoflop == c]) for c in np.unique(g.isoflop)}
     assert all(len(v) == 1 for v in per_budget.values()), per_budget
     assert sorted(c for c, v in per_budget.items() if v == {True}) == [1e21, 1e20][:max(n_test, 1)][::-1]
+
+
+def test_n_boot_zero_gives_no_intervals_and_config_checks(tmp_path):
+  path = examples.write_runs_2d_csv(str(tmp_path / "r.csv"))
+  c = _cfg(path, x=("N",), compute="C")
+  c.fit.n_boot = 0
+  cfg = table_fit.plan(c)
+  g = table.load(cfg["source"]).groups[0]
+  iso = table_2d.isoflop_one(g, cfg)
+  ch = table_2d.fit_one(g, "huber_log", cfg)
+  ivs = [iso["a"], iso["b"], ch["a"], ch["b"], *ch["params"].values(), *[a[q] for a in ch["at"] for q in a if q != "C"]]
+  assert all(iv["lo"] is None and iv["hi"] is None and math.isfinite(iv["value"]) for iv in ivs), ivs
+  r = compute_optimal.isoflop_parabola(g.x[:, 0], g.x[:, 1], g.y, g.isoflop, n_boot=0)
+  assert r.n_valid == 0 and np.all(np.isnan(r.a_interval)) and r.a_samples.size == 0
+  for level, n_boot, least in [(0.95, 39, 40), (0.95, 40, 40), (0.9, 19, 20), (0.9, 20, 20), (0.5, 1, 4)]:
+    c = _cfg(path)
+    c.fit.update(level=level, n_boot=n_boot)
+    if n_boot >= least:
+      table_fit.plan(c)
+    else:
+      with pytest.raises(ValueError, match=rf"fit\.n_boot must be 0 .* >= 2 / \(1 - fit\.level\) = {least} "):
+        table_fit.plan(c)
+  with pytest.raises(ValueError, match=r"source\.n_test \(2\).*source\.holdout='largest', got 'none'"):
+    table_fit.plan(_cfg(path, holdout="none", n_test=2))

@@ -113,7 +113,8 @@ def isoflop_parabola(N, D, L, C_group, k: float = 6.0, *, n_boot: int = 1000, ke
                      level: float = 0.95) -> IsoflopResult:
   """Chinchilla's approach 2: per compute group, fit L against log10 N by a parabola; its minimum gives N_opt(C)
   and D_opt = C / (k N_opt); fit log N_opt = a log C + n0 and log D_opt = b log C + d0 over the groups. Intervals of
-  a and b resample points within each group (`n_boot` times). `C_group` holds each point's group compute C.
+  a and b resample points within each group (`n_boot` times; 0 = no bootstrap: the intervals are (NaN, NaN), the
+  samples empty and `n_valid` 0). `C_group` holds each point's group compute C.
 
   D is checked but not used: each group's C fixes D_opt.
   """
@@ -145,6 +146,10 @@ def isoflop_parabola(N, D, L, C_group, k: float = 6.0, *, n_boot: int = 1000, ke
   (a,), (n0,) = _line(lC, xopt_G)
   lDopt_G = lC - np.log10(k) - xopt_G
   (b,), (d0,) = _line(lC, lDopt_G)
+  if n_boot == 0:  # no bootstrap: no intervals
+    nan2, empty = (float("nan"), float("nan")), np.zeros(0)
+    return IsoflopResult(C_G, 10.0 ** xopt_G, 10.0 ** lDopt_G, float(a), float(b), float(n0), float(d0), k, level, 0,
+                         nan2, nan2, empty, empty)
   # bootstrap: resample within each group (multiplicity weights), all groups and resamples in one batched solve
   rng = np.random.default_rng(key)
   n_G = np.array([len(r) for r in rows])

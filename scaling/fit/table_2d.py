@@ -80,12 +80,14 @@ def isoflop_one(g: table_lib.Group, cfg: dict[str, Any]) -> dict[str, Any]:
   keep = np.array([counts[c] >= 3 for c in C_group])
   try:
     r = isoflop_parabola(g.x[m, 0][keep], g.x[m, 1][keep], g.y[m][keep], C_group[keep], k,
-                                      n_boot=max(f["n_boot"], 2), key=f["key"], level=f["level"])
+                         n_boot=f["n_boot"], key=f["key"], level=f["level"])
   except ValueError as e:
     return {"group": g.label, "skipped": str(e)}
   C = np.asarray(cfg["fit2d"]["C"], np.float64)
   N_opt = r.N_at(C)
-  return {"group": g.label, "a": _iv(r.a, *r.a_interval), "b": _iv(r.b, *r.b_interval), "n0": r.n0,
+  boot = f["n_boot"] > 0  # fit.n_boot = 0: no intervals
+  return {"group": g.label, "a": _iv(r.a, *(r.a_interval if boot else ())),
+          "b": _iv(r.b, *(r.b_interval if boot else ())), "n0": r.n0,
           "n_boot_valid": r.n_valid,
           "groups_used": {f"{c:g}": n for c, n in counts.items() if n >= 3},
           "groups_skipped": {f"{c:g}": n for c, n in counts.items() if n < 3},

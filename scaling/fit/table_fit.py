@@ -88,6 +88,9 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"source.x_max ({hi}) must exceed source.x_min ({lo}) (or be 0: no upper bound)")
   C.choice(cfg, "source.holdout", table_lib.HOLDOUTS)
   C.integer(cfg, "source.n_test", 0)
+  if src["n_test"] and src["holdout"] != "largest":
+    raise ValueError(f"source.n_test ({src['n_test']}) counts the largest x held out: it needs "
+                     f"source.holdout='largest', got {src['holdout']!r}")
   if (src["holdout"] == "column") != bool(src["test_column"]):
     raise ValueError("source.test_column names the held-out column exactly when source.holdout='column' (got "
                      f"holdout={src['holdout']!r}, test_column={src['test_column']!r})")
@@ -105,6 +108,12 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
   C.integer(cfg, "fit.key", 0)
   C.integer(cfg, "fit.n_boot", 0)
   C.number(cfg, "fit.level", 0, 1, lo_open=True, hi_open=True)
+  # percentile intervals need >= 2 / (1 - level) resamples, else they are (nearly) the min and max of the resamples
+  # (rounded: 2 / (1 - 0.95) is 40.00000000000004 in float64)
+  min_boot = math.ceil(round(2 / (1 - f["level"]), 9))
+  if 0 < f["n_boot"] < min_boot:
+    raise ValueError(f"fit.n_boot must be 0 (no intervals) or >= 2 / (1 - fit.level) = {min_boot} (the "
+                     f"{100 * f['level']:g} % percentiles of fewer resamples are their min and max), got {f['n_boot']}")
   f2["objectives"] = list(_strings(f2["objectives"], "fit2d.objectives", 1, 2))
   if set(f2["objectives"]) - set(table_2d.OBJECTIVES):
     raise ValueError(f"fit2d.objectives must be among {table_2d.OBJECTIVES}, got {f2['objectives']}")
