@@ -1,11 +1,13 @@
 """`launch.fit` on a user's table (configs/fit_sweep.py:csv): 1-D grouped curves, 2-D Chinchilla, JSON lines,
 filters, bad input (refused before the workdir is touched), re-run on changed data."""
 
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -240,3 +242,31 @@ def test_n_boot_zero_gives_no_intervals_and_config_checks(tmp_path):
         table_fit.plan(c)
   with pytest.raises(ValueError, match=r"source\.n_test \(2\).*source\.holdout='largest', got 'none'"):
     table_fit.plan(_cfg(path, holdout="none", n_test=2))
+
+
+@pytest.mark.parametrize("rows,match", [
+    ([(n, 1e10) for n in (1e7, 1e8, 1e9, 1e10, 3e7, 3e8)], r"1 distinct D"),
+    ([(1e8, d) for d in (1e9, 1e10, 1e11, 1e12, 3e9, 3e10)], r"1 distinct N"),
+    ([(n, 20 * n) for n in (1e7, 1e8, 1e9, 1e10, 3e7, 3e8)], r"lie on one line \(rank"),
+])
+def test_2d_unidentifiable_data_refused_before_writing(tmp_path, rows, match):
+  path = _write(tmp_path / "u.csv", "N,D,loss,lr\n" + "".join(f"{n:g},{d:g},{2 + 400 * n ** -0.34:.5f},1\n"
+                                                             for n, d in rows))
+  wd = tmp_path / "wd"
+  with pytest.raises(ValueError, match=r"u\.csv: group lr=1: .*" + match):
+    table_fit.run(_cfg(path, x=("N", "D"), group=("lr",), holdout="none"), str(wd))
+  assert not wd.exists()
+
+
+def test_2d_not_converged_is_shown_and_its_frontier_omitted(tmp_path):
+  path = examples.write_runs_2d_csv(str(tmp_path / "r.csv"))
+  c = _cfg(path, x=("N",), compute="C")
+  c.fit.n_boot, c.figures = 0, False
+  real = table_2d.cf.fit_chinchilla
+  not_converged = lambda *a, **kw: dataclasses.replace(real(*a, **kw), converged=False)  # noqa: E731
+  with mock.patch.object(table_2d.cf, "fit_chinchilla", not_converged):
+    _, s, text = table_fit.run(c, str(tmp_path / "wd"))
+  (ch,) = s["chinchilla"]
+  assert ch["converged"] is False and ch["at"] == [] and ch["frontier_omitted"] == "not converged"
+  assert "| huber_log (not converged) |" in text and "frontier omitted (not converged)" in text
+  assert "L(N, D) huber_log" not in text.split("### Compute-optimal frontier")[1].split("\n\n")[1]  # no rows

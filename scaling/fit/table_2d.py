@@ -35,6 +35,22 @@ def _iv(value: Any, lo: Any = None, hi: Any = None) -> dict[str, float | None]:
   return {"value": f(value), "lo": f(lo), "hi": f(hi)}
 
 
+def check_identifiable(data: table_lib.Dataset) -> None:
+  """ValueError naming the file and group when a group's fitting points cannot identify L(N, D): fewer than 2
+  distinct N or D, or log N and log D collinear (rank [1, log N, log D] < 3: e.g. every run at one N / D ratio)."""
+  for g in data.groups:
+    N, D = g.x[~g.test, 0], g.x[~g.test, 1]
+    where = f"{data.path}: group {g.label}"
+    for name, v in (("N", N), ("D", D)):
+      if len(np.unique(v)) < 2:
+        raise ValueError(f"{where}: its fitting points have {len(np.unique(v))} distinct {name} "
+                         f"({data.x_names[0] if name == 'N' else 'D'}); L(N, D) needs >= 2 distinct N and D")
+    X = np.stack([np.ones_like(N), np.log(N), np.log(D)], axis=1)
+    if np.linalg.matrix_rank(X) < 3:
+      raise ValueError(f"{where}: log N and log D of its fitting points lie on one line (rank [1, log N, log D] < 3, "
+                       "e.g. one tokens-per-parameter ratio); L(N, D) cannot separate A / N^alpha from B / D^beta")
+
+
 def fit_one(g: table_lib.Group, objective: str, cfg: dict[str, Any]) -> dict[str, Any]:
   """One group, one objective: parameters, frontier at `fit2d.C` and a, b, each with its bootstrap interval."""
   f, f2, k = cfg["fit"], cfg["fit2d"], cfg["source"]["k"]
@@ -43,7 +59,7 @@ def fit_one(g: table_lib.Group, objective: str, cfg: dict[str, Any]) -> dict[str
   C = np.asarray(f2["C"], np.float64)
   iv: dict[str, Any] = {}
   n_valid = 0
-  if f["n_boot"] >= 2:
+  if f["n_boot"] >= 2 and base.converged:
     b = cf.bootstrap_chinchilla(N, D, L, n_boot=f["n_boot"], key=f["key"], level=f["level"], base=base,
                                 objective=objective, delta=f2["delta"], k=k, C=C)
     iv, n_valid = (b.intervals, b.n_converged) if b.n_converged else ({}, 0)
@@ -52,6 +68,12 @@ def fit_one(g: table_lib.Group, objective: str, cfg: dict[str, Any]) -> dict[str
   front = base.frontier(C, k)
   test = g.test
   pred_test = base.predict(g.x[test, 0], g.x[test, 1])
+  if not base.converged:  # its frontier would be read as a result: omitted
+    return {"group": g.label, "objective": objective, "loss": base.loss, "converged": False,
+            "rmsle_fit": metrics.rmsle(base.predict(N, D), L),
+            "rmsle_test": metrics.rmsle(pred_test, g.y[test]) if test.any() else None,
+            "params": {p: _iv(v) for p, v in base.params.items()}, "a": _iv(None), "b": _iv(None), "at": [],
+            "n_boot_valid": 0, "frontier_omitted": "not converged"}
   return {"group": g.label, "objective": objective, "loss": base.loss, "converged": base.converged,
           "rmsle_fit": metrics.rmsle(base.predict(N, D), L),
           "rmsle_test": metrics.rmsle(pred_test, g.y[test]) if test.any() else None,
@@ -144,7 +166,8 @@ def summary_text(s: dict[str, Any], cfg: dict[str, Any]) -> str:
            "|---" * 10 + "|"]
   pts = {g["group"]: f"{g['fit']} + {g['held_out']}" for g in s["groups"]}
   for d in s["chinchilla"]:
-    lines.append(f"| {d['group']} | {d['objective']} | {pts[d['group']]} | {_n(d['rmsle_fit'])} | "
+    obj = d["objective"] + ("" if d["converged"] else " (not converged)")
+    lines.append(f"| {d['group']} | {obj} | {pts[d['group']]} | {_n(d['rmsle_fit'])} | "
                  f"{_n(d['rmsle_test'])} | " + " | ".join(_cell(d["params"][p]) for p in cf.PARAMS) + " |")
   lines += ["", "### Compute-optimal frontier: N*(C) ∝ C^a, D*(C) ∝ C^b", "",
             "| group | estimate | a | b | C | N* | D* | tokens / parameter |", "|---" * 8 + "|"]
@@ -154,6 +177,9 @@ def summary_text(s: dict[str, Any], cfg: dict[str, Any]) -> str:
       ab = f"{_cell(d['a'])} | {_cell(d['b'])}" if i == 0 else " | "
       lines.append(f"| {d['group']} | {est} | {ab} | {at['C']:.3g} | {_cell(at['N_opt'])} | {_cell(at['D_opt'])} | "
                    f"{_cell(at['tokens_per_param'])} |")
+  for d in s["chinchilla"]:
+    if "frontier_omitted" in d:
+      lines += ["", f"L(N, D) {d['objective']}, group {d['group']}: frontier omitted ({d['frontier_omitted']})"]
   for d in s["isoflop"]:
     if "skipped" in d:
       lines += ["", f"isoFLOP parabolas, group {d['group']}: not fitted ({d['skipped']})"]
@@ -170,7 +196,7 @@ def plot_groups(data: table_lib.Dataset, s: dict[str, Any], folder: str) -> list
   from scaling import plotting  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
   plt, paths = plotting.plt, []
   for g in data.groups:
-    fits = [d for d in s["chinchilla"] if d["group"] == g.label]
+    fits = [d for d in s["chinchilla"] if d["group"] == g.label and d["converged"]]
     iso = next((d for d in s["isoflop"] if d["group"] == g.label and "skipped" not in d), None)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
     lc = np.log10(g.compute)

@@ -148,6 +148,8 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> tup
   resumed = io.check_config(workdir, cfg)
   data = table_lib.load(cfg["source"])  # every check of the table, before anything is written
   table_lib.check_counts(data, need_points(cfg, data.two_d))
+  if data.two_d:
+    table_2d.check_identifiable(data)
   if experiment.sha256(data.path) != cfg["data"]["table"]["sha256"]:
     raise ValueError(f"data file {data.path} changed while it was being read; run again")
   os.makedirs(os.path.join(workdir, "results"), exist_ok=True)
