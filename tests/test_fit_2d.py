@@ -176,3 +176,14 @@ def test_bad_input_names_argument_and_row(arg, row, match):
       F.fit_chinchilla(d["N"], d["D"][:-1], d["L"])
     with pytest.raises(ValueError, match="unknown objective"):
       F.fit_chinchilla(d["N"], d["D"], d["L"], objective="mse")
+
+
+def test_isoflop_parabola_checks_groups_not_five_points():
+  """Approach 2 needs 3 points in each of >= 2 groups, not the 5 points of the 2-D law: fewer than 5 points get the
+  groups' message, not 'cannot determine the 5 parameters'."""
+  d = _data(0.0, n_groups=2, per_group=4)
+  with pytest.raises(ValueError, match=r"need >= 2 compute groups.*got 1"):
+    F.isoflop_parabola(d["N"][:4], d["D"][:4], d["L"][:4], d["C"][:4], n_boot=0)
+  keep = np.r_[0:3, 4]
+  with pytest.raises(ValueError, match=r"C=1e\+22 has 1 point"):
+    F.isoflop_parabola(d["N"][keep], d["D"][keep], d["L"][keep], d["C"][keep], n_boot=0)

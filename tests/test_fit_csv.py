@@ -270,3 +270,13 @@ def test_2d_not_converged_is_shown_and_its_frontier_omitted(tmp_path):
   assert ch["converged"] is False and ch["at"] == [] and ch["frontier_omitted"] == "not converged"
   assert "| huber_log (not converged) |" in text and "frontier omitted (not converged)" in text
   assert "L(N, D) huber_log" not in text.split("### Compute-optimal frontier")[1].split("\n\n")[1]  # no rows
+
+
+def test_isoflop_skipped_when_no_compute_value_has_three_runs(tmp_path):
+  rows = examples.runs_2d_rows(budgets=(1e18, 1e19), per_budget=3)
+  for i, r in enumerate(rows):  # every run its own compute value
+    r["C"] = f"{float(r['C']) * (1 + i / 100):g}"
+  path = examples.write_csv(str(tmp_path / "r.csv"), rows)
+  cfg = table_fit.plan(_cfg(path, x=("N",), compute="C", holdout="none"))
+  iso = table_2d.isoflop_one(table.load(cfg["source"]).groups[0], cfg)
+  assert iso["skipped"] == "no compute value has >= 3 fitting runs; give budgets in source.isoflop", iso

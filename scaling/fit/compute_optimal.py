@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # Epoch AI's replication estimates (Besiroglu et al. 2024), the default planted law
 EPOCH_PARAMS = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}
 
 
-def check_points(N, D, L, w=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """float64 1-D copies of N, D, L, w; ValueError naming the argument and the first bad row."""
+def check_arrays(N: ArrayLike, D: ArrayLike, L: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """float64 1-D copies of N, D, L, finite, > 0 and of one length; ValueError naming the argument and first bad row."""
   arrays = {}
   for name, v in (("N", N), ("D", D), ("L", L)):
     a = np.asarray(v, dtype=np.float64)
@@ -35,13 +36,21 @@ def check_points(N, D, L, w=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
   n = len(arrays["N"])
   if len(arrays["D"]) != n or len(arrays["L"]) != n:
     raise ValueError(f"N, D, L must have the same length, got {n}, {len(arrays['D'])}, {len(arrays['L'])}")
+  return arrays["N"], arrays["D"], arrays["L"]
+
+
+def check_points(N: ArrayLike, D: ArrayLike, L: ArrayLike,
+                 w: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """float64 1-D copies of N, D, L, w (see :func:`check_arrays`) for a fit of the law: >= 5 points with w > 0."""
+  N, D, L = check_arrays(N, D, L)
+  n = len(N)
   w = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
   if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0):
     raise ValueError(f"w must be finite, >= 0 and of shape ({n},)")
   if np.count_nonzero(w) < 5:
     raise ValueError(f"{np.count_nonzero(w)} points (rows with w > 0) cannot determine the 5 "
                      f"parameters (E, A, B, alpha, beta)")
-  return arrays["N"], arrays["D"], arrays["L"], w
+  return N, D, L, w
 
 
 def frontier(params: dict, C, k: float = 6.0) -> dict[str, np.ndarray]:
@@ -118,7 +127,7 @@ def isoflop_parabola(N, D, L, C_group, k: float = 6.0, *, n_boot: int = 1000, ke
 
   D is checked but not used: each group's C fixes D_opt.
   """
-  N, D, L, _ = check_points(N, D, L)
+  N, D, L = check_arrays(N, D, L)  # no 5-point minimum: the groups' sizes are checked below
   C_group = np.asarray(C_group, float)
   if C_group.shape != N.shape:
     raise ValueError(f"C_group must have one value per point ({len(N)}), got shape {C_group.shape}")

@@ -100,6 +100,8 @@ def isoflop_one(g: table_lib.Group, cfg: dict[str, Any]) -> dict[str, Any]:
   m = ~g.test
   counts = {c: int((C_group == c).sum()) for c in np.unique(C_group)}
   keep = np.array([counts[c] >= 3 for c in C_group])
+  if not keep.any():
+    return {"group": g.label, "skipped": "no compute value has >= 3 fitting runs; give budgets in source.isoflop"}
   try:
     r = isoflop_parabola(g.x[m, 0][keep], g.x[m, 1][keep], g.y[m][keep], C_group[keep], k,
                          n_boot=f["n_boot"], key=f["key"], level=f["level"])
