@@ -280,3 +280,18 @@ def test_isoflop_skipped_when_no_compute_value_has_three_runs(tmp_path):
   cfg = table_fit.plan(_cfg(path, x=("N",), compute="C", holdout="none"))
   iso = table_2d.isoflop_one(table.load(cfg["source"]).groups[0], cfg)
   assert iso["skipped"] == "no compute value has >= 3 fitting runs; give budgets in source.isoflop", iso
+
+
+def test_frontier_C_defaults_to_data_range_and_marks_extrapolation(tmp_path):
+  path = examples.write_runs_2d_csv(str(tmp_path / "r.csv"))  # budgets 1e18 .. 1e21, 1e21 held out
+  c = _cfg(path, x=("N",), compute="C")
+  c.fit.n_boot = 0
+  cfg = table_fit.plan(c)
+  g = table.load(cfg["source"]).groups[0]
+  for d in (table_2d.isoflop_one(g, cfg), table_2d.fit_one(g, "huber_log", cfg)):
+    np.testing.assert_allclose([a["C"] for a in d["at"]], [1e18, 1e18 * 10 ** 0.5, 1e19, 1e19 * 10 ** 0.5, 1e20],
+                               rtol=1e-12)  # 5 log-spaced over the fitting runs' compute (the rows' C)
+    assert not any(a["extrapolated"] for a in d["at"])
+  cfg["fit2d"]["C"] = [1e17, 1e19, 1e21]
+  iso = table_2d.isoflop_one(g, cfg)
+  assert [a["extrapolated"] for a in iso["at"]] == [True, False, True]

@@ -4,7 +4,8 @@ Per group (see :mod:`scaling.fit.table`) and objective of `fit2d.objectives` ("h
 residuals, Epoch AI's choice; "mse_log": squares of log residuals): `scaling.fit.chinchilla_fit.fit_chinchilla` on
 the fitting points, scored by RMSLE on the held-out ones, `bootstrap_chinchilla` (`fit.n_boot` resamples) for
 intervals of E, A, B, alpha, beta, the frontier exponents a = beta / (alpha + beta), b = alpha / (alpha + beta) and
-N*(C), D*(C), tokens per parameter D*/N* at the compute values `fit2d.C`. Where the runs come in compute groups (a
+N*(C), D*(C), tokens per parameter D*/N* at the compute values `fit2d.C` (default: 5 log-spaced over the group's
+fitting runs; a value outside their compute range is marked "extrapolated"). Where the runs come in compute groups (a
 compute column, or `source.isoflop`), Chinchilla's approach 2 -- a parabola of L against log N per group, a power
 law through the minima (`scaling.fit.compute_optimal.isoflop_parabola`) -- is reported beside it for comparison.
 """
@@ -51,12 +52,25 @@ def check_identifiable(data: table_lib.Dataset) -> None:
                        "e.g. one tokens-per-parameter ratio); L(N, D) cannot separate A / N^alpha from B / D^beta")
 
 
+def frontier_C(g: table_lib.Group, cfg: dict[str, Any]) -> np.ndarray:
+  """The compute values of the frontier: `fit2d.C`, or when empty 5 log-spaced over the group's fitting runs."""
+  if cfg["fit2d"]["C"]:
+    return np.asarray(cfg["fit2d"]["C"], np.float64)
+  return np.geomspace(*np.percentile(g.compute[~g.test], [0, 100]), 5)
+
+
+def _at(g: table_lib.Group, C: np.ndarray) -> list[dict[str, Any]]:
+  """Per frontier compute value: C and whether it lies outside the fitting runs' compute range (extrapolated)."""
+  lo, hi = np.percentile(g.compute[~g.test], [0, 100])
+  return [{"C": float(c), "extrapolated": bool(c < lo * (1 - 1e-12) or c > hi * (1 + 1e-12))} for c in C]
+
+
 def fit_one(g: table_lib.Group, objective: str, cfg: dict[str, Any]) -> dict[str, Any]:
   """One group, one objective: parameters, frontier at `fit2d.C` and a, b, each with its bootstrap interval."""
   f, f2, k = cfg["fit"], cfg["fit2d"], cfg["source"]["k"]
   N, D, L = g.x[~g.test, 0], g.x[~g.test, 1], g.y[~g.test]
   base = cf.fit_chinchilla(N, D, L, objective=objective, delta=f2["delta"])
-  C = np.asarray(f2["C"], np.float64)
+  C = frontier_C(g, cfg)
   iv: dict[str, Any] = {}
   n_valid = 0
   if f["n_boot"] >= 2 and base.converged:
@@ -79,7 +93,7 @@ def fit_one(g: table_lib.Group, objective: str, cfg: dict[str, Any]) -> dict[str
           "rmsle_test": metrics.rmsle(pred_test, g.y[test]) if test.any() else None,
           "params": {p: _iv(v, *lohi(p)) for p, v in base.params.items()},
           "a": _iv(front["a"], *lohi("a")), "b": _iv(front["b"], *lohi("b")),
-          "at": [{"C": float(c), **{q: _iv(front[q][i], *lohi(q, i)) for q in FRONTIER}} for i, c in enumerate(C)],
+          "at": [{**at, **{q: _iv(front[q][i], *lohi(q, i)) for q in FRONTIER}} for i, at in enumerate(_at(g, C))],
           "n_boot_valid": n_valid}
 
 
@@ -107,7 +121,7 @@ def isoflop_one(g: table_lib.Group, cfg: dict[str, Any]) -> dict[str, Any]:
                          n_boot=f["n_boot"], key=f["key"], level=f["level"])
   except ValueError as e:
     return {"group": g.label, "skipped": str(e)}
-  C = np.asarray(cfg["fit2d"]["C"], np.float64)
+  C = frontier_C(g, cfg)
   N_opt = r.N_at(C)
   boot = f["n_boot"] > 0  # fit.n_boot = 0: no intervals
   return {"group": g.label, "a": _iv(r.a, *(r.a_interval if boot else ())),
@@ -116,8 +130,8 @@ def isoflop_one(g: table_lib.Group, cfg: dict[str, Any]) -> dict[str, Any]:
           "groups_used": {f"{c:g}": n for c, n in counts.items() if n >= 3},
           "groups_skipped": {f"{c:g}": n for c, n in counts.items() if n < 3},
           "minima": [{"C": float(c), "N_opt": float(n), "D_opt": float(d)} for c, n, d in zip(r.C, r.N_opt, r.D_opt)],
-          "at": [{"C": float(c), "N_opt": _iv(n), "D_opt": _iv(c / (k * n)), "tokens_per_param": _iv(c / (k * n * n))}
-                 for c, n in zip(C, N_opt)]}
+          "at": [{**at, "N_opt": _iv(n), "D_opt": _iv(c / (k * n)), "tokens_per_param": _iv(c / (k * n * n))}
+                 for at, c, n in zip(_at(g, C), C, N_opt)]}
 
 
 def fit_groups(data: table_lib.Dataset, cfg: dict[str, Any], results_dir: str) -> dict[str, Any]:
@@ -177,7 +191,8 @@ def summary_text(s: dict[str, Any], cfg: dict[str, Any]) -> str:
     est = f"L(N, D) {d['objective']}" if "objective" in d else "isoFLOP parabolas"
     for i, at in enumerate(d["at"]):
       ab = f"{_cell(d['a'])} | {_cell(d['b'])}" if i == 0 else " | "
-      lines.append(f"| {d['group']} | {est} | {ab} | {at['C']:.3g} | {_cell(at['N_opt'])} | {_cell(at['D_opt'])} | "
+      c = f"{at['C']:.3g}" + (" (extrapolated)" if at.get("extrapolated") else "")
+      lines.append(f"| {d['group']} | {est} | {ab} | {c} | {_cell(at['N_opt'])} | {_cell(at['D_opt'])} | "
                    f"{_cell(at['tokens_per_param'])} |")
   for d in s["chinchilla"]:
     if "frontier_omitted" in d:

@@ -41,7 +41,8 @@ DOMAIN = "csv"
 
 def csv_config() -> ml_collections.ConfigDict:
   """Defaults: x column N, y column loss, no groups, the largest fifth of x held out; M1-M4 and BNSL (n <= 1, and n
-  chosen by validation); 200 bootstrap resamples; 2-D: Huber on log (delta 1e-3) and MSE on log."""
+  chosen by validation); 200 bootstrap resamples; 2-D: Huber on log (delta 1e-3) and MSE on log, the frontier at
+  fit2d.C (empty: 5 values log-spaced over each group's fitting compute range)."""
   c = ml_collections.ConfigDict()
   c.source = ml_collections.ConfigDict(dict(
       kind="csv", path="", x=("N",), y="loss", compute="", k=6.0, group=(), isoflop="", drop="", drop_lines=(),
@@ -50,7 +51,7 @@ def csv_config() -> ml_collections.ConfigDict:
   c.fit = ml_collections.ConfigDict(dict(objective="msle_log1p", n_starts=2048, top_k=16, key=0, max_breaks=1,
                                          n_val=0, n_boot=200, level=0.95))
   c.fit2d = ml_collections.ConfigDict(dict(objectives=("huber_log", "mse_log"), delta=1e-3,
-                                           C=(1e20, 1e21, 1e22, 1e23, 1e24)))
+                                           C=()))
   c.figures = True
   return c
 
@@ -118,7 +119,7 @@ def plan(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
   if set(f2["objectives"]) - set(table_2d.OBJECTIVES):
     raise ValueError(f"fit2d.objectives must be among {table_2d.OBJECTIVES}, got {f2['objectives']}")
   C.number(cfg, "fit2d.delta", 0, lo_open=True)
-  f2["C"] = list(C.axis(cfg, "fit2d.C", lo=0, lo_open=True))
+  f2["C"] = list(C.axis(cfg, "fit2d.C", lo=0, lo_open=True)) if C.as_tuple(f2["C"]) else []  # []: the data's range
   return cfg
 
 
