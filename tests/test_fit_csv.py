@@ -295,3 +295,13 @@ def test_frontier_C_defaults_to_data_range_and_marks_extrapolation(tmp_path):
   cfg["fit2d"]["C"] = [1e17, 1e19, 1e21]
   iso = table_2d.isoflop_one(g, cfg)
   assert [a["extrapolated"] for a in iso["at"]] == [True, False, True]
+
+
+@pytest.mark.parametrize("name", ["bom.csv", "bom.jsonl"])
+def test_byte_order_mark_is_not_part_of_the_first_column(tmp_path, name):
+  """Excel's "CSV UTF-8" starts the file with a byte-order mark; the first column must still be 'N'."""
+  text = GOOD_1D if name.endswith(".csv") else "".join(json.dumps({"N": float(r.split(",")[0]), "loss": float(
+      r.split(",")[2])}) + "\n" for r in GOOD_1D.splitlines()[1:])
+  path = tmp_path / name
+  path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+  assert list(table.load(_src(path, holdout="none")).groups[0].x) == [1e3, 1e4, 1e5, 1e6, 1e7]

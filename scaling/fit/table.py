@@ -89,7 +89,7 @@ def read_table(path: str) -> Table:
   columns: dict[str, list[Any]] = {}
   lines: list[int] = []
   if path.endswith(".jsonl"):
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
       for line_no, text in enumerate(f, start=1):
         if not text.strip():
           continue
@@ -105,7 +105,7 @@ def read_table(path: str) -> Table:
           cells.append(rec.get(k))
         lines.append(line_no)
   else:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel writes a BOM
       reader = csv.reader(f)
       header = next(reader, None)
       if not header:
