@@ -305,3 +305,23 @@ def test_byte_order_mark_is_not_part_of_the_first_column(tmp_path, name):
   path = tmp_path / name
   path.write_bytes(b"\xef\xbb\xbf" + text.encode())
   assert list(table.load(_src(path, holdout="none")).groups[0].x) == [1e3, 1e4, 1e5, 1e6, 1e7]
+
+
+def test_skipped_bootstrap_is_recorded_and_shown(tmp_path):
+  path = _write(tmp_path / "ok.csv", GOOD_1D)
+  c = _cfg(path, holdout="none")
+  c.figures = False
+  # the fit is stubbed (this test is about the bootstrap's bookkeeping; compiling m2 for one curve costs ~10 s)
+  grid = table_fit.curves(table.load(table_fit.plan(c)["source"]))[0].grid()
+  r = table_fit.bm.MethodResult("m2", "all", 0.01, math.nan, math.nan, {"a": 10.0, "b": 2.0, "c": 0.3}, np.zeros(0),
+                                np.full(len(grid), 3.0))
+  with mock.patch.object(table_fit.bm, "fit_methods", return_value={"m2": [r]}), \
+       mock.patch.object(table_fit.fitter, "bootstrap", side_effect=IndexError("index -1 is out of bounds")):
+    _, s, text = table_fit.run(c, str(tmp_path / "wd"))
+  (d,) = s["fits"]
+  assert d["bootstrap"] == {"skipped": "none of 40 resamples gave a finite fit"} and d["band_lo"] is None
+  assert "(bootstrap skipped: none of 40 resamples gave a finite fit) |" in text
+  with mock.patch.object(table_fit.bm, "fit_methods", return_value={"m2": [r]}), \
+       mock.patch.object(table_fit.fitter, "bootstrap", side_effect=ValueError("a bug, not a failed resample")):
+    with pytest.raises(ValueError, match="a bug"):  # only the no-valid-resample case is caught
+      table_fit.run(c, str(tmp_path / "wd2"))

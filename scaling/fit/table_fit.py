@@ -194,25 +194,28 @@ def curves(data: table_lib.Dataset) -> list[bm.Curve]:
 
 def bootstrap_one(method: str, curve: bm.Curve, r: bm.MethodResult, f: dict[str, Any]) -> dict[str, Any] | None:
   """Percentile intervals of one fitted form's parameters and of its predictions on `curve.grid()`: case
-  resampling of the fitting points, warm-started from the fit (None when the fit failed or no resample did)."""
-  if not r.params or not np.isfinite(r.rmsle_fit) or f["n_boot"] == 0:
+  resampling of the fitting points, warm-started from the fit. None when `fit.n_boot` is 0; {"skipped": reason}
+  when the fit failed, its parameters lie on a bound, or no resample gave a finite fit."""
+  if f["n_boot"] == 0:
     return None
+  if not r.params or not np.isfinite(r.rmsle_fit):
+    return {"skipped": "the fit failed"}
   form = forms_lib.bnsl(r.n_breaks) if method == "bnsl" else forms_lib.FORMS[method]()
   scale = r.params.get("y_scale", 1.0)
-  try:  # natural -> unconstrained can fail where a parameter sits at its bound (M4's a rounded to e0)
+  try:  # natural -> unconstrained fails where a parameter sits at its bound (M4's a rounded to e0)
     theta = form.unconstrained(r.params)
   except (ValueError, OverflowError):
     theta = np.full(form.n_params, np.nan)
   if not np.all(np.isfinite(theta)):
     logging.warning("bootstrap of %s on %s skipped: its parameters %s lie on a bound", method, curve.name, r.params)
-    return None
+    return {"skipped": "the fitted parameters lie on a bound of the form"}
   base = fitter.FitResult(form, f["objective"], theta, {}, math.nan, 1, theta[None], np.zeros(1))
   try:
     b = fitter.bootstrap(form, curve.x_fit, curve.y_fit / scale, n_boot=f["n_boot"], key=f["key"],
                          x_eval=curve.grid(), level=f["level"], objective=f["objective"], base=base)
-  except (IndexError, ValueError) as e:  # no valid resample
-    logging.warning("bootstrap of %s on %s failed: %s", method, curve.name, e)
-    return None
+  except IndexError:  # the percentiles of no valid resample (fitter.bootstrap keeps the finite refits only)
+    logging.warning("bootstrap of %s on %s skipped: no resample gave a finite fit", method, curve.name)
+    return {"skipped": f"none of {f['n_boot']} resamples gave a finite fit"}
   return {"level": b.level, "n_valid": b.n_valid, "lo": b.natural_lo, "hi": b.natural_hi,
           "pred_lo": (scale * b.pred_lo).tolist(), "pred_hi": (scale * b.pred_hi).tolist()}
 
@@ -237,13 +240,15 @@ def fit_curves(data: table_lib.Dataset, cfg: dict[str, Any], results_dir: str) -
       io.save_text(path, json.dumps(stored))
       logging.info("fit: %s on %d curves in %.1f s", m, len(cs), stored["seconds"])
     seconds[m] = stored["seconds"]
-    for c, r, b in zip(cs, stored["results"], stored["bootstrap"]):
+    for c, r, boot in zip(cs, stored["results"], stored["bootstrap"]):
+      b = boot if boot and "skipped" not in boot else None
       params = {k: {"value": v, "lo": b["lo"].get(k) if b else None, "hi": b["hi"].get(k) if b else None}
                 for k, v in r["params"].items() if not (k == "y_scale" and v == 1.0)}  # y_scale: M4 only
       fits.append({"group": c.model, "method": m, "n_breaks": r["n_breaks"], "rmsle_fit": r["rmsle_fit"],
                    "rmsle_test": r["rmsle_test"], "params": params, "grid": c.grid().tolist(),
                    "pred_grid": r["pred_grid"], "band_lo": b["pred_lo"] if b else None,
-                   "band_hi": b["pred_hi"] if b else None, "n_boot_valid": b["n_valid"] if b else 0})
+                   "band_hi": b["pred_hi"] if b else None, "n_boot_valid": b["n_valid"] if b else 0,
+                   **({"bootstrap": {"skipped": boot["skipped"]}} if boot and "skipped" in boot else {})})
   best = {}
   for g in data.groups:
     errs = {d["method"]: d["rmsle_test"] for d in fits if d["group"] == g.label and np.isfinite(d["rmsle_test"])}
@@ -277,7 +282,8 @@ def summary_text(s: dict[str, Any], cfg: dict[str, Any]) -> str:
     ps = "; ".join(f"{k} = {_num(p['value'])}" + (f" [{_num(p['lo'])}, {_num(p['hi'])}]" if p["lo"] is not None
                                                   else "") for k, p in d["params"].items())
     name = d["method"] + (f" (n={d['n_breaks']})" if d["n_breaks"] is not None else "")
-    lines.append(f"| {d['group']} | {name} | {_num(d['rmsle_fit'])} | {ps or 'fit failed'} |")
+    skipped = f" (bootstrap skipped: {d['bootstrap']['skipped']})" if "bootstrap" in d else ""
+    lines.append(f"| {d['group']} | {name} | {_num(d['rmsle_fit'])} | {ps or 'fit failed'}{skipped} |")
   lines += ["", "Fit + bootstrap wall time (s): " + ", ".join(f"{m} {t:.1f}" for m, t in s["seconds"].items())]
   return "\n".join(lines) + "\n"
 
