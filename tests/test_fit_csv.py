@@ -171,7 +171,8 @@ GOOD_1D = "N,lr,loss\n" + "".join(f"{n},0.1,{2 + 10 * n ** -0.3:.4f}\n" for n in
     ("non-positive D", "N,D,loss\n1,2,3\n1,-2,3\n", dict(x=("N", "D")), r"line 3, column 'D'.*must be > 0"),
     ("non-positive compute", "N,C,loss\n1,2,3\n1,0,3\n", dict(compute="C"), r"line 3, column 'C'.*must be > 0"),
     ("short row", "N,lr,loss\n1,2\n", {}, r"bad\.csv: line 2 has 2 cells"),
-    ("group with one point", GOOD_1D + "5,0.2,3\n", dict(group=("lr",)), r"group lr=0\.2 has a single point \(line 7\)"),
+    ("group with one point", GOOD_1D + "5,0.2,3\n", dict(group=("lr",)),
+     r"group lr=0\.2 has a single point \(line 7\)"),
     ("fewer points than parameters", GOOD_1D, dict(n_test=3),
      r"bad\.csv: group all has 2 fitting points \(lines 2, 3\) but m2 needs at least 3"),
     ("2-D fewer points than parameters", "N,D,loss\n" + "".join(f"{i},2,3\n" for i in range(1, 6)), dict(x=("N", "D")),
@@ -264,7 +265,7 @@ def test_n_boot_zero_gives_no_intervals_and_config_checks(tmp_path):
   g = table.load(cfg["source"]).groups[0]
   iso = table_2d.isoflop_one(g, cfg)
   ch = table_2d.fit_one(g, "huber_log", cfg)
-  ivs = [iso["a"], iso["b"], ch["a"], ch["b"], *ch["params"].values(), *[a[q] for a in ch["at"] for q in a if q != "C"]]
+  ivs = [iso["a"], iso["b"], ch["a"], ch["b"], *ch["params"].values(), *[a[q] for a in ch["at"] for q in table_2d.FRONTIER]]
   assert all(iv["lo"] is None and iv["hi"] is None and math.isfinite(iv["value"]) for iv in ivs), ivs
   r = compute_optimal.isoflop_parabola(g.x[:, 0], g.x[:, 1], g.y, g.isoflop, n_boot=0)
   assert r.n_valid == 0 and np.all(np.isnan(r.a_interval)) and r.a_samples.size == 0

@@ -12,9 +12,13 @@ Objectives on log residuals r = log L_pred - log L, weighted by w (a bootstrap m
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+Array = jax.Array
 
 # Marquardt dampings (relative to diag(J^T W J)) tried at every Newton step around the adaptive mu (see `newton`):
 # each costs one objective evaluation, which is what a step costs, so 7 trials per step (with pure Newton and 1e4).
@@ -22,7 +26,7 @@ MU_FACTORS = (1 / 30, 1 / 3, 1.0, 3.0, 30.0)
 MU_START, MU_RANGE = 1e-3, (1e-10, 1e6)
 
 
-def _pieces(kind: str, delta: float, r):
+def _pieces(kind: str, delta: float, r: Array) -> tuple[Array, Array, Array]:
   """(h, h', h'') of the per-point loss at residuals r."""
   if kind == "huber_log":
     inside = jnp.abs(r) <= delta
@@ -33,7 +37,7 @@ def _pieces(kind: str, delta: float, r):
   raise ValueError(f"unknown objective {kind!r}")
 
 
-def _log_pred(t, lN, lD):
+def _log_pred(t: ArrayLike, lN: ArrayLike, lD: ArrayLike) -> tuple[Array, Array, Array, Array]:
   """log(e^e + e^(a - alpha lN) + e^(b - beta lD)) and the two exponentials (2 exp per point, not logsumexp's 3: the
   trial evaluations dominate the cost; the sum of positive terms loses nothing, and centred lN, lD keep the
   exponents moderate; an overflow gives inf, a rejected trial)."""
@@ -42,13 +46,15 @@ def _log_pred(t, lN, lD):
   return jnp.log(s), x1, x2, s
 
 
-def loss(kind: str, delta: float, t, lN, lD, lL, w):
+def loss(kind: str, delta: float, t: ArrayLike, lN: ArrayLike, lD: ArrayLike, lL: ArrayLike,
+         w: ArrayLike) -> Array:
   """The objective at t; inf where it is not finite."""
   f = jnp.sum(w * _pieces(kind, delta, _log_pred(t, lN, lD)[0] - lL)[0])
   return jnp.where(jnp.isfinite(f), f, jnp.inf)
 
 
-def derivatives(kind: str, delta: float, t, lN, lD, lL, w):
+def derivatives(kind: str, delta: float, t: ArrayLike, lN: ArrayLike, lD: ArrayLike, lL: ArrayLike,
+                w: ArrayLike) -> tuple[Array, Array, Array, Array]:
   """(f, gradient g_5, Hessian H_5x5, scale s_5 = diag(J^T W J)) of the objective, in closed form.
 
   With p_j the softmax weights of the three log terms (e, a - alpha lN, b - beta lD), dr/dt = G_Px5 =
@@ -67,7 +73,8 @@ def derivatives(kind: str, delta: float, t, lN, lD, lL, w):
   return jnp.sum(w * h), G_Px5.T @ c_P, H, jnp.sum(w[:, None] * G_Px5 ** 2, axis=0)
 
 
-def newton(kind: str, delta: float, max_steps: int, t0, lN, lD, lL, w):
+def newton(kind: str, delta: float, max_steps: int, t0: Array, lN: ArrayLike, lD: ArrayLike, lL: ArrayLike,
+           w: ArrayLike) -> tuple[Array, Array, Array, Array]:
   """Damped Newton from t0 until no trial lowers f (or `max_steps`). Each step solves (H + lam diag(s)) d = -g for
   lam = 1e-12 (Newton), mu * MU_FACTORS (around the adaptive damping mu) and 1e4 (a short, nearly gradient step),
   keeps the best trial if it lowers f, and sets mu to the damping that won. Returns (t, f, steps, decrement).
@@ -105,7 +112,7 @@ def newton(kind: str, delta: float, max_steps: int, t0, lN, lD, lL, w):
   return t, f, steps, dec
 
 
-def _nnls3(M_Px3, b_P):
+def _nnls3(M_Px3: Array, b_P: Array) -> Array:
   """Non-negative least squares min ||M c - b||, c >= 0, for 3 columns: the best feasible solution over the 7
   non-empty supports (the NNLS optimum is the unconstrained solution on its support, and is feasible)."""
   masks_7x3 = jnp.array([[(s >> j) & 1 for j in range(3)] for s in range(1, 8)], dtype=M_Px3.dtype)
@@ -121,7 +128,8 @@ def _nnls3(M_Px3, b_P):
   return c_7x3[jnp.argmin(res_7)]
 
 
-def vp_starts(kind: str, delta: float, alphas, betas, top_k: int, lN, lD, lL, w):
+def vp_starts(kind: str, delta: float, alphas: Array, betas: Array, top_k: int, lN: ArrayLike, lD: ArrayLike,
+              lL: ArrayLike, w: ArrayLike) -> tuple[Array, Array]:
   """Variable-projection starts: for every (alpha, beta) on the grid, L_pred is linear in (E, A, B); solve the
   relative least squares min sum w ((L_pred - L) / L)^2 (the first-order log residual) with E, A, B >= 0, evaluate
   the objective there, and return the `top_k` best grid points that are local minima over their 8 neighbours
@@ -146,7 +154,8 @@ def vp_starts(kind: str, delta: float, alphas, betas, top_k: int, lN, lD, lL, w)
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_fit(kind: str, delta: float, n_grid: int, lo: float, hi: float, top_k: int, max_steps: int):
+def compiled_fit(kind: str, delta: float, n_grid: int, lo: float, hi: float, top_k: int,
+                 max_steps: int) -> Callable[..., tuple[Array, Array, Array, Array, Array]]:
   """(lN, lD, lL, w) -> (t_kx5, f_k, steps_k, decrement_k, start_f_k): Newton from the top_k VP starts."""
   def run(lN, lD, lL, w):
     grid = jnp.linspace(lo, hi, n_grid)
@@ -157,7 +166,7 @@ def compiled_fit(kind: str, delta: float, n_grid: int, lo: float, hi: float, top
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_refit(kind: str, delta: float, max_steps: int):
+def compiled_refit(kind: str, delta: float, max_steps: int) -> Callable[..., tuple[Array, Array, Array, Array]]:
   """(t0_5, lN, lD, lL, w_BxP) -> (t_Bx5, f_B, steps_B, decrement_B): one warm-started Newton per weight vector."""
   one = lambda t0, lN, lD, lL, w: newton(kind, delta, max_steps, t0, lN, lD, lL, w)  # noqa: E731
   return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, 0)))

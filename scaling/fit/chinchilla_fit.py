@@ -18,6 +18,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from scaling.fit import chinchilla_core as core
 from scaling.fit import compute_optimal as frontier_lib
@@ -31,7 +32,7 @@ OBJECTIVES = ("huber_log", "mse_log")
 CONVERGED_RTOL, CONVERGED_ATOL_PER_POINT = 1e-12, 1e-26
 
 
-def _converged(f, dec, n_points: float):
+def _converged(f: ArrayLike, dec: ArrayLike, n_points: float) -> np.ndarray:
   return np.isfinite(f) & (np.abs(dec) <= CONVERGED_RTOL * np.abs(f) + CONVERGED_ATOL_PER_POINT * n_points)
 
 
@@ -44,7 +45,7 @@ def _bucket(n: int) -> int:
 class _Data:
   """Centred, padded log data for the core (padding: weight-0 copies of the last point)."""
 
-  def __init__(self, N, D, L, w):
+  def __init__(self, N: np.ndarray, D: np.ndarray, L: np.ndarray, w: np.ndarray):
     self.mN, self.mD = np.average(np.log(N), weights=w), np.average(np.log(D), weights=w)
     self.P, self.length = len(L), _bucket(len(L))
     pad = lambda a: np.r_[a, np.full(self.length - len(a), a[-1])]  # noqa: E731
@@ -72,7 +73,7 @@ def natural(theta_x5: np.ndarray) -> dict[str, np.ndarray]:
           "beta": t[..., 4]}
 
 
-def predict(params: dict, N, D) -> np.ndarray:
+def predict(params: dict[str, ArrayLike], N: ArrayLike, D: ArrayLike) -> np.ndarray:
   """E + A / N^alpha + B / D^beta (broadcasting)."""
   N, D = np.asarray(N, np.float64), np.asarray(D, np.float64)
   return params["E"] + params["A"] * N ** -params["alpha"] + params["B"] * D ** -params["beta"]
@@ -93,10 +94,10 @@ class ChinchillaFit:
   starts_theta: np.ndarray  # every polished start (top_k x 5) and its objective: the basins found
   starts_loss: np.ndarray
 
-  def predict(self, N, D) -> np.ndarray:
+  def predict(self, N: ArrayLike, D: ArrayLike) -> np.ndarray:
     return predict(self.params, N, D)
 
-  def frontier(self, C, k: float = 6.0) -> dict[str, np.ndarray]:
+  def frontier(self, C: ArrayLike, k: float = 6.0) -> dict[str, np.ndarray]:
     """Compute-optimal N*, D*, tokens per parameter at compute C (see :func:`scaling.fit.compute_optimal.frontier`)."""
     return frontier_lib.frontier(self.params, C, k)
 
@@ -107,7 +108,8 @@ def _kind(objective: str) -> str:
   return objective
 
 
-def fit_chinchilla(N, D, L, *, objective: str = "huber_log", delta: float = 1e-3, w=None, n_grid: int = 32,
+def fit_chinchilla(N: ArrayLike, D: ArrayLike, L: ArrayLike, *, objective: str = "huber_log", delta: float = 1e-3,
+                   w: ArrayLike | None = None, n_grid: int = 32,
                    exponent_range: tuple[float, float] = (0.02, 2.0), top_k: int = 8,
                    max_steps: int = 100) -> ChinchillaFit:
   """Fit L(N, D) = E + A / N^alpha + B / D^beta by `objective` on log residuals (weights `w`: 0 = ignore).
@@ -131,7 +133,8 @@ def fit_chinchilla(N, D, L, *, objective: str = "huber_log", delta: float = 1e-3
                        d.to_theta(t_kx5), np.asarray(f_k))
 
 
-def chinchilla_loss(N, D, L, theta, *, objective: str = "huber_log", delta: float = 1e-3, w=None) -> float:
+def chinchilla_loss(N: ArrayLike, D: ArrayLike, L: ArrayLike, theta: ArrayLike, *, objective: str = "huber_log",
+                    delta: float = 1e-3, w: ArrayLike | None = None) -> float:
   """The objective of `theta` = (log E, log A, log B, alpha, beta) on the data (to compare fitters)."""
   N, D, L, w = frontier_lib.check_points(N, D, L, w)
   d = _Data(N, D, L, w)
@@ -168,9 +171,10 @@ def resample_weights(P: int, n_boot: int, key: int) -> np.ndarray:
   return w_BxP
 
 
-def bootstrap_chinchilla(N, D, L, *, n_boot: int = 4000, key: int = 0, level: float = 0.95,
-                         base: ChinchillaFit | None = None, objective: str = "huber_log", delta: float = 1e-3,
-                         k: float = 6.0, C=None, max_steps: int = 100, chunk: int = 500) -> ChinchillaBootstrap:
+def bootstrap_chinchilla(N: ArrayLike, D: ArrayLike, L: ArrayLike, *, n_boot: int = 4000, key: int = 0,
+                         level: float = 0.95, base: ChinchillaFit | None = None, objective: str = "huber_log",
+                         delta: float = 1e-3, k: float = 6.0, C: ArrayLike | None = None, max_steps: int = 100,
+                         chunk: int = 500) -> ChinchillaBootstrap:
   """Case-resampling bootstrap: every resample refitted by Newton warm-started at the full fit (`base`, fitted here
   when not given), vmapped in chunks of `chunk` resamples (one compilation for any n_boot; a chunk stops at its own
   slowest refit). Intervals for the parameters and the frontier at compute `C` (default: 5 values log-spaced over

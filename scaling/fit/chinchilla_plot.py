@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from numpy.typing import ArrayLike
 
 from scaling import plotting
 from scaling.fit import compute_optimal
 from scaling.fit.chinchilla_fit import ChinchillaBootstrap, ChinchillaFit
 
 
-def isoflop_figure(path: str, N, D, L, C_group, fit: ChinchillaFit, *, boot: ChinchillaBootstrap | None = None,
-                   iso: compute_optimal.IsoflopResult | None = None, k: float = 6.0) -> str:
+def isoflop_figure(path: str, N: ArrayLike, D: ArrayLike, L: ArrayLike, C_group: ArrayLike, fit: ChinchillaFit, *,
+                   boot: ChinchillaBootstrap | None = None, iso: compute_optimal.IsoflopResult | None = None,
+                   k: float = 6.0) -> str:
   """Writes the two-panel figure to `path` (format from its extension); returns the path."""
   N, D, L, C_group = (np.asarray(a, float) for a in (N, D, L, C_group))
   C_G = np.unique(C_group)

@@ -53,7 +53,7 @@ def check_points(N: ArrayLike, D: ArrayLike, L: ArrayLike,
   return N, D, L, w
 
 
-def frontier(params: dict, C, k: float = 6.0) -> dict[str, np.ndarray]:
+def frontier(params: dict[str, ArrayLike], C: ArrayLike, k: float = 6.0) -> dict[str, np.ndarray]:
   """a, b, G (shaped like the parameters) and N_opt, D_opt, tokens_per_param = D*/N*, L_opt (shape params + C).
 
   Vectorised: parameters may be arrays (e.g. bootstrap samples, shape S), C any 1-D array; outputs are S x len(C).
@@ -93,11 +93,11 @@ class IsoflopResult:
   a_samples: np.ndarray
   b_samples: np.ndarray
 
-  def N_at(self, C) -> np.ndarray:
+  def N_at(self, C: ArrayLike) -> np.ndarray:
     return 10.0 ** self.n0 * np.asarray(C, float) ** self.a
 
 
-def _parabola_min(x_SxP, y_SxP, w_SxP):
+def _parabola_min(x_SxP: np.ndarray, y_SxP: np.ndarray, w_SxP: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Weighted quadratic fits y ~ c0 + c1 x + c2 x^2 of S rows at once -> (argmin x, curvature c2)."""
   xm = np.sum(w_SxP * x_SxP, 1, keepdims=True) / np.sum(w_SxP, 1, keepdims=True)
   u = x_SxP - xm  # centred: a well-conditioned 3 x 3 system
@@ -111,15 +111,15 @@ def _parabola_min(x_SxP, y_SxP, w_SxP):
   return xm[:, 0] - c[:, 1] / (2 * c[:, 2]), c[:, 2]
 
 
-def _line(x_G, y_xG):
+def _line(x_G: np.ndarray, y_xG: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Least-squares slopes and intercepts of rows of y against x."""
   X = np.stack([x_G, np.ones_like(x_G)], 1)
   coef = np.linalg.lstsq(X, np.atleast_2d(y_xG).T, rcond=None)[0]
   return coef[0], coef[1]
 
 
-def isoflop_parabola(N, D, L, C_group, k: float = 6.0, *, n_boot: int = 1000, key: int = 0,
-                     level: float = 0.95) -> IsoflopResult:
+def isoflop_parabola(N: ArrayLike, D: ArrayLike, L: ArrayLike, C_group: ArrayLike, k: float = 6.0, *,
+                     n_boot: int = 1000, key: int = 0, level: float = 0.95) -> IsoflopResult:
   """Chinchilla's approach 2: per compute group, fit L against log10 N by a parabola; its minimum gives N_opt(C)
   and D_opt = C / (k N_opt); fit log N_opt = a log C + n0 and log D_opt = b log C + d0 over the groups. Intervals of
   a and b resample points within each group (`n_boot` times; 0 = no bootstrap: the intervals are (NaN, NaN), the
