@@ -24,7 +24,6 @@ from scaling.engine import io
 from scaling.fit import chinchilla_fit as cf
 from scaling.fit import metrics
 from scaling.fit import table as table_lib
-from scaling.fit.compute_optimal import frontier as frontier_fn
 from scaling.fit.compute_optimal import isoflop_parabola
 
 OBJECTIVES = cf.OBJECTIVES
@@ -208,48 +207,29 @@ def summary_text(s: dict[str, Any], cfg: dict[str, Any]) -> str:
 
 
 def plot_groups(data: table_lib.Dataset, s: dict[str, Any], folder: str) -> list[str]:
-  """figures/<group>_isoflop.png: left, L against N coloured by compute, the fitted law along each compute value
-  (the isoFLOP curves) and its optimum; right, N*(C) of every estimate with its band, over the runs' (C, N)."""
-  from scaling import plotting  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
-  plt, paths = plotting.plt, []
+  """figures/<group>_isoflop.png (:func:`scaling.fit.chinchilla_plot.isoflop_panels`): L against N coloured by
+  compute with the first converged law along each compute budget, and N*(C) of every converged law with its band at
+  `fit2d.C` and the isoFLOP parabolas' minima, over the runs' (C, N)."""
+  from scaling.fit import chinchilla_plot as cp  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
+  paths = []
   for g in data.groups:
-    fits = [d for d in s["chinchilla"] if d["group"] == g.label and d["converged"]]
-    iso = next((d for d in s["isoflop"] if d["group"] == g.label and "skipped" not in d), None)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
-    lc = np.log10(g.compute)
-    sc = ax.scatter(g.x[:, 0], g.y, c=lc, cmap="viridis", s=14, marker="o", zorder=3)
-    ax.scatter(g.x[g.test, 0], g.y[g.test], facecolors="none", edgecolors="r", s=40, label="held out", zorder=4)
-    fig.colorbar(sc, ax=ax, label="log10 C")
-    budgets = np.unique([float(f"{c:.6g}") for c in (g.isoflop if g.isoflop is not None else
-                                                     np.geomspace(g.compute.min(), g.compute.max(), 4))])
-    if fits:
-      p, k = {q: v["value"] for q, v in fits[0]["params"].items()}, s["k"]
-      for c in budgets:
-        n = np.geomspace(g.x[:, 0].min() / 2, g.x[:, 0].max() * 2, 100)
-        ax.plot(n, cf.predict(p, n, c / (k * n)), "-", lw=0.8, color=plt.cm.viridis((np.log10(c) - lc.min()) /
-                                                                                   max(np.ptp(lc), 1e-9)))
-      opt = frontier_fn(p, budgets, k)
-      ax.plot(opt["N_opt"], opt["L_opt"], "k--", lw=1, label=f"optimum ({fits[0]['objective']})")
-    ax.set(xscale="log", yscale="log", xlabel=f"N ({data.x_names[0]})", ylabel=f"L ({data.y_name})", title=g.label)
-    ax.legend(fontsize=7)
-    bx.scatter(g.compute, g.x[:, 0], c="0.6", s=10, label="runs")
-    C_at = [a["C"] for d in fits for a in d["at"]]
-    C = np.geomspace(min([g.compute.min()] + C_at), max([g.compute.max()] + C_at), 100)
-    for i, d in enumerate(fits):
-      p = {q: v["value"] for q, v in d["params"].items()}
-      bx.plot(C, frontier_fn(p, C, s["k"])["N_opt"], "-", color=f"C{i}", label=f"L(N, D) {d['objective']}: "
-              f"a = {d['a']['value']:.3f}")
+    laws = []
+    for d in s["chinchilla"]:
+      if d["group"] != g.label or not d["converged"]:
+        continue
       at = d["at"]
+      band = None
       if at and at[0]["N_opt"]["lo"] is not None:
-        bx.fill_between([a["C"] for a in at], [a["N_opt"]["lo"] for a in at], [a["N_opt"]["hi"] for a in at],
-                        color=f"C{i}", alpha=0.2, lw=0)
-    if iso is not None:
-      bx.plot([m["C"] for m in iso["minima"]], [m["N_opt"] for m in iso["minima"]], "ks", ms=5,
-              label=f"parabola minima: a = {iso['a']['value']:.3f}")
-      bx.plot(C, 10.0 ** iso["n0"] * C ** iso["a"]["value"], "k:", lw=1)
-    bx.set(xscale="log", yscale="log", xlabel="C = k N D (FLOPs)", ylabel="N*(C)", title="compute-optimal N")
-    bx.legend(fontsize=7)
-    fig.tight_layout()
+        band = (np.array([a["C"] for a in at]), np.array([a["N_opt"]["lo"] for a in at]),
+                np.array([a["N_opt"]["hi"] for a in at]))
+      laws.append(cp.Law(f"L(N, D) {d['objective']}", {q: v["value"] for q, v in d["params"].items()}, band))
+    iso = next((d for d in s["isoflop"] if d["group"] == g.label and "skipped" not in d), None)
+    minima = None if iso is None else cp.Minima(np.array([m["C"] for m in iso["minima"]]),
+                                                np.array([m["N_opt"] for m in iso["minima"]]), iso["a"]["value"],
+                                                iso["n0"])
+    budgets = None if g.isoflop is None else np.unique([float(f"{c:.6g}") for c in g.isoflop])
     slug = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in g.label)
-    paths += plotting.save(fig, [os.path.join(folder, f"{slug}_isoflop.png")])
+    paths.append(cp.isoflop_panels(os.path.join(folder, f"{slug}_isoflop.png"), g.x[:, 0], g.y, g.compute, laws,
+                                   k=s["k"], budgets=budgets, minima=minima, held_out=g.test, title=g.label,
+                                   xlabel=f"N ({data.x_names[0]})", ylabel=f"L ({data.y_name})"))
   return paths
