@@ -113,8 +113,9 @@ def test_2d_compute_column_end_to_end(tmp_path):
   se_a = _asymptotic_se(log_pred, truth, 0.01, grad_a)
   _near(ch["a"]["value"], a_true, ch["a"], se_a)
   assert "skipped" not in iso, iso
-  # approach 2 uses the same runs less efficiently (3 parabola minima): its SE is judged against 4x the law's
-  _near(iso["a"]["value"], a_true, iso["a"], 4 * se_a)
+  # approach 2 uses the same runs less efficiently (3 parabola minima): its SE is judged against 2x the law's (its
+  # bootstrap SE measured 1.5x; the 4x window of _near then spans 0.5x .. 8x the law's SE)
+  _near(iso["a"]["value"], a_true, iso["a"], 2 * se_a)
   assert sorted(iso["groups_used"]) == ["1e+18", "1e+19", "1e+20"], (
       "examples.runs_2d_rows' budgets changed, or 'largest' no longer holds out the 1e21 budget", iso["groups_used"])
   # the frontier against a numeric minimisation of the fitted law along each C (the root of dL/dlog N at fixed C,
