@@ -240,6 +240,8 @@ def test_drop_missing_cells_booleans_and_text(tmp_path):
   with pytest.raises(ValueError, match=r"column 'name' holds text.*boolean"):
     kept(csv_path, "name == True or missing(loss)")
   assert kept(csv_path, "name == 'a' or missing(loss)") == [3, 5, 6]
+  with pytest.raises(ValueError, match=r"must be true or false per row .*got text \(.*line 2, column 'name': 'a'\)"):
+    kept(csv_path, "name")
   jl = tmp_path / "m.jsonl"
   jl.write_text("".join(json.dumps({"N": r[0], "loss": None if r[2] == "" else float(r[2]),
                                     "bad": r[3].lower() == "true"}) + "\n" for r in rows))

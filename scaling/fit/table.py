@@ -248,7 +248,8 @@ def drop_mask(table: Table, expression: str, field: str = "source.drop") -> np.n
   except TypeError as e:  # e.g. a string column compared with a number
     raise ValueError(f"{field} {expression!r} on {table.path}: {e}") from None
   if isinstance(out, _Text) or out.dtype != bool:
-    raise ValueError(f"{field} {expression!r} must be true or false per row (a comparison), got {out.dtype} values")
+    got = f"text ({out.first})" if isinstance(out, _Text) else f"{out.dtype} values"
+    raise ValueError(f"{field} {expression!r} must be true or false per row (a comparison), got {got}")
   return np.broadcast_to(out, (len(table.lines),))
 
 
