@@ -374,3 +374,15 @@ def test_shipped_example_tables_are_what_examples_writes(tmp_path, name, write):
   shipped = os.path.join(ROOT, "tests", "data", name)
   with open(shipped) as fh, open(write(str(tmp_path / name))) as mine:
     assert fh.read() == mine.read(), f"{shipped} differs from examples.{write.__name__}: regenerate one or the other"
+
+
+def test_2d_bootstrap_with_no_converged_refit_is_recorded(tmp_path):
+  path = examples.write_runs_2d_csv(str(tmp_path / "r.csv"))
+  c = _cfg(path, x=("N",), compute="C")
+  c.fit.n_boot, c.figures = 40, False
+  none = mock.Mock(n_converged=0, intervals={})
+  with mock.patch.object(table_2d.cf, "bootstrap_chinchilla", return_value=none):
+    _, s, text = table_fit.run(c, str(tmp_path / "wd"))
+  (ch,) = s["chinchilla"]
+  assert ch["bootstrap"] == {"skipped": "none of 40 resampled refits converged"} and ch["a"]["lo"] is None
+  assert "bootstrap skipped (none of 40 resampled refits converged)" in text

@@ -71,11 +71,13 @@ def fit_one(g: table_lib.Group, objective: str, cfg: dict[str, Any]) -> dict[str
   base = cf.fit_chinchilla(N, D, L, objective=objective, delta=f2["delta"])
   C = frontier_C(g, cfg)
   iv: dict[str, Any] = {}
-  n_valid = 0
+  n_valid, skipped = 0, {}
   if f["n_boot"] >= 2 and base.converged:
     b = cf.bootstrap_chinchilla(N, D, L, n_boot=f["n_boot"], key=f["key"], level=f["level"], base=base,
                                 objective=objective, delta=f2["delta"], k=k, C=C)
     iv, n_valid = (b.intervals, b.n_converged) if b.n_converged else ({}, 0)
+    if not b.n_converged:
+      skipped = {"bootstrap": {"skipped": f"none of {f['n_boot']} resampled refits converged"}}
   lohi = lambda name, i=None: (iv[name][0] if i is None else iv[name][0][i],  # noqa: E731
                                iv[name][1] if i is None else iv[name][1][i]) if name in iv else (None, None)
   front = base.frontier(C, k)
@@ -93,7 +95,7 @@ def fit_one(g: table_lib.Group, objective: str, cfg: dict[str, Any]) -> dict[str
           "params": {p: _iv(v, *lohi(p)) for p, v in base.params.items()},
           "a": _iv(front["a"], *lohi("a")), "b": _iv(front["b"], *lohi("b")),
           "at": [{**at, **{q: _iv(front[q][i], *lohi(q, i)) for q in FRONTIER}} for i, at in enumerate(_at(g, C))],
-          "n_boot_valid": n_valid}
+          "n_boot_valid": n_valid, **skipped}
 
 
 def isoflop_groups(g: table_lib.Group) -> np.ndarray | None:
@@ -184,6 +186,9 @@ def summary_text(s: dict[str, Any], cfg: dict[str, Any]) -> str:
     obj = d["objective"] + ("" if d["converged"] else " (not converged)")
     lines.append(f"| {d['group']} | {obj} | {pts[d['group']]} | {_n(d['rmsle_fit'])} | "
                  f"{_n(d['rmsle_test'])} | " + " | ".join(_cell(d["params"][p]) for p in cf.PARAMS) + " |")
+  for d in s["chinchilla"]:
+    if "bootstrap" in d:
+      lines += ["", f"L(N, D) {d['objective']}, group {d['group']}: bootstrap skipped ({d['bootstrap']['skipped']})"]
   lines += ["", "### Compute-optimal frontier: N*(C) ∝ C^a, D*(C) ∝ C^b", "",
             "| group | estimate | a | b | C | N* | D* | tokens / parameter |", "|---" * 8 + "|"]
   for d in s["chinchilla"] + [d for d in s["isoflop"] if "skipped" not in d]:
