@@ -268,7 +268,8 @@ def test_n_boot_zero_gives_no_intervals_and_config_checks(tmp_path):
   g = table.load(cfg["source"]).groups[0]
   iso = table_2d.isoflop_one(g, cfg)
   ch = table_2d.fit_one(g, "huber_log", cfg)
-  ivs = [iso["a"], iso["b"], ch["a"], ch["b"], *ch["params"].values(), *[a[q] for a in ch["at"] for q in table_2d.FRONTIER]]
+  ivs = [iso["a"], iso["b"], ch["a"], ch["b"], *ch["params"].values(),
+         *[a[q] for a in ch["at"] for q in table_2d.FRONTIER]]
   assert all(iv["lo"] is None and iv["hi"] is None and math.isfinite(iv["value"]) for iv in ivs), ivs
   r = compute_optimal.isoflop_parabola(g.x[:, 0], g.x[:, 1], g.y, g.isoflop, n_boot=0)
   assert r.n_valid == 0 and np.all(np.isnan(r.a_interval)) and r.a_samples.size == 0
