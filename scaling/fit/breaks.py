@@ -9,13 +9,17 @@ The rule (:func:`select_breaks_many`):
    STABILITY_FLOOR). Adding the last n_val points should not move the extrapolation by much more than the
    validation error itself; a form whose extrapolation jumps (or stops being finite) when 3 points are added is
    fitting noise with its extra breaks.
-3. Choice: the n of least validation RMSLE (ties: fewer breaks) among the stable ones, tried in that order; when
-   none is stable, the n of least D_n. Its fit on all points is returned.
+3. Choice: n* of least validation RMSLE (ties: fewer breaks) if it is stable. Otherwise the simpler n < n* that
+   validate comparably (RMSLE <= max(COMPARABLE * RMSLE_n*, RMSLE_n* + STABILITY_FLOOR)) are tried in order of
+   validation RMSLE and the first stable one is chosen; when none is, the tried n of least D_n (n* among them).
+   A simpler form that validates much worse is never chosen for stability alone (it cannot describe the data).
+   The chosen n's fit on all points is returned.
 
 Why: on BIG-Bench `unit` 1-shot (19 points) n=2 has the best validation RMSLE (.0074 vs .0077 for n=1) but its
-full fit extrapolates to RMSLE 2.5 on the held-out points; its D is infinite (the n=1 fit's is .004), so n=1 is
-chosen. Costs: only the full fit of each n tried is computed, so a stable first choice costs what validation alone
-did (one refit per curve).
+full fit extrapolates to RMSLE 2.5 on the held-out points; its D is infinite (n=1's is .004), so n=1 is chosen. On
+the 4-digit addition curve up to x = 736 (spec §4b) no n is stable (the break is only pinned down by the last
+points), and n=1, which validates 20x better than n=0, is kept. Costs: only the full fit of each n tried is
+computed, so a stable first choice costs what validation alone did (one refit per curve).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ HORIZON = 0.5  # the stability grid reaches half the fitted log x-range past the
 HORIZON_POINTS = 16
 STABILITY_RATIO = 10.0
 STABILITY_FLOOR = 0.01  # a 1 % disagreement is always acceptable
+COMPARABLE = 2.0  # a simpler fallback must validate within this factor (or STABILITY_FLOOR) of the best n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +121,17 @@ def select_breaks_many(xs: list, ys: list, *, max_breaks: int = 3, n_val: int | 
   return _choose(curves, x_CxP, y_CxP, w_CxP, val, val_fit, fits or {}, kw)
 
 
+def _candidates(v: dict[int, float], fitted: set[int]) -> list[int]:
+  """n* (least validation RMSLE, ties: fewer breaks), then the simpler n that validate comparably, best first."""
+  order = sorted((n for n in v if n in fitted), key=lambda n: (v[n], n))
+  best = order[0]
+  bar = max(COMPARABLE * v[best], v[best] + STABILITY_FLOOR)
+  return [best] + [n for n in order[1:] if n < best and v[n] <= bar]
+
+
 def _choose(curves, x_CxP, y_CxP, w_CxP, val, val_fit, given, kw) -> list[BreakSelection]:
   """Step 3 of the rule: full fits of each curve's next candidate n, in rounds of one fit_many per n."""
-  todo = {c: [n for n in sorted(v, key=lambda n, v=v: (v[n], n)) if n in val_fit[c]] for c, v in enumerate(val)}
+  todo = {c: _candidates(v, set(val_fit[c])) for c, v in enumerate(val)}
   full: list[dict[int, FitResult]] = [{} for _ in curves]
   stab: list[dict[int, float]] = [{} for _ in curves]
   out: list[BreakSelection | None] = [None] * len(curves)
@@ -132,9 +145,10 @@ def _choose(curves, x_CxP, y_CxP, w_CxP, val, val_fit, given, kw) -> list[BreakS
         stab[c][n] = d = disagreement(r, val_fit[c][n], horizon_grid(curves[c][0]))
         logging.info("select_breaks: curve %d n=%d stability D %.4g (validation RMSLE %.4g)", c, n, d, val[c][n])
         todo[c].pop(0)
-        if is_stable(d, val[c][n]) or not todo[c]:
-          chosen = n if is_stable(d, val[c][n]) else min(stab[c], key=lambda m, s=stab[c]: (s[m], m))
-          logging.info("select_breaks: curve %d chose n=%d", c, chosen)
+        stable = is_stable(d, val[c][n])
+        if stable or not todo[c]:
+          chosen = n if stable else min(stab[c], key=lambda m, s=stab[c]: (s[m], m))
+          logging.info("select_breaks: curve %d chose n=%d%s", c, chosen, "" if stable else " (none stable)")
           out[c] = BreakSelection(chosen, full[c][chosen], val[c], stab[c])
           del todo[c]
   return out  # type: ignore[return-value]

@@ -120,9 +120,10 @@ def pad_curves(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[np.ndarray, 
 
 
 def _valid_loss(form: Form, obj: Objective, theta_K, x, y_P, w_P) -> jax.Array:
-  """The objective, or inf when it or a prediction at a weighted point is not finite and positive."""
-  loss = obj.loss(form, theta_K, x, y_P, w_P)
+  """The objective, or inf when it or a prediction at a weighted point is not finite and positive. (The objective
+  reuses the predictions: M4's are an implicit solve, which XLA does not merge when computed twice.)"""
   pred = form.predict(theta_K, x)
+  loss = obj.loss(dataclasses.replace(form, predict_fn=lambda t, x: pred), theta_K, x, y_P, w_P)
   ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(pred) & (pred > 0) | (w_P == 0)) & jnp.all(jnp.isfinite(theta_K))
   return jnp.where(ok, loss, jnp.inf)
 
