@@ -1,12 +1,13 @@
 r"""BNSL n=1 on the extrapolation benchmark: the official recipe (scipy brute grid + curve_fit, one curve at a time)
 against our vmapped multistart fit (all curves of a domain in one call), in one run on this machine.
 
-  python bench/fit_official_vs_ours.py                       # all 92 curves (~30 min on 2 CPU cores)
+  python bench/fit_official_vs_ours.py                       # all 92 curves (~30 min on 2 CPU cores, BB qa 2-shot 21 min)
   python bench/fit_official_vs_ours.py --domains=NMT,BB      # a subset
 
 Prints, per curve, the held-out RMSLE and wall time of each, then totals per domain and overall: mean RMSLE,
 failures (non-finite or non-positive predictions, which the official unbounded fit can produce), official time /
-our time. Our time is given with compilation (first call of a shape) and warm (the same call again).
+our time. Our time is given with compilation (first call of a shape) and warm (the same call again); the warm
+times and the official ones also in CPU seconds of this process (the ratio that holds when other jobs share the cores).
 """
 
 from __future__ import annotations
