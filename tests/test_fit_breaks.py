@@ -44,7 +44,8 @@ def test_disagreement_and_stability_rule():
 def test_unstable_two_breaks_on_bigbench_unit_fall_back():
   """BIG-Bench `unit` 1-shot (19 fitted points): validation alone picks n=2 (validation RMSLE .0074 vs .0077 for
   n=1), whose full fit extrapolates to RMSLE 2.5 on the 24 held-out points; the stability check rejects it."""
-  c = next(c for c in bm.benchmark_curves(data.benchmark_csv("lang"), "BB") if "unit" in c.task and "1-shot" in c.task)
+  bb = bm.benchmark_curves(data.benchmark_csv("lang"), "BB")
+  c = next(c for c in bb if "unit" in c.task and "1-shot" in c.task)
   sel = F.select_breaks_many([c.x_fit], [c.y_fit], max_breaks=2, n_starts=2048, top_k=16)[0]  # the benchmark's
   err = F.rmsle(sel.fit.predict(c.x_test), c.y_test)
   print("unit 1-shot: validation", {n: round(v, 4) for n, v in sel.val_rmsle.items()}, "stability",
