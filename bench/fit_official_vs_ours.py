@@ -1,7 +1,7 @@
 r"""BNSL n=1 on the extrapolation benchmark: the official recipe (scipy brute grid + curve_fit, one curve at a time)
 against our vmapped multistart fit (a domain's curves in chunks of one padded length), in one run on this machine.
 
-  python bench/fit_official_vs_ours.py                       # all 92 curves (~30 min on 2 CPU cores, BB qa 2-shot 21 min)
+  python bench/fit_official_vs_ours.py                       # all 92 curves (~30 min; BB qa 2-shot alone 21 min)
   python bench/fit_official_vs_ours.py --domains=NMT,BB      # a subset
 
 Prints, per curve, the held-out RMSLE and wall time of each, then totals per domain and overall: mean RMSLE,
