@@ -2,7 +2,7 @@
 
 A :class:`Curve` is one (domain, task, model) series split into fitting and held-out points. :func:`fit_methods`
 fits a list of methods to a list of curves -- each of our forms is one :func:`~scaling.fit.fitter.fit_many` call
-per domain, BNSL with n chosen by validation is :func:`~scaling.fit.fitter.select_breaks_many`, and ``ref_m1``..
+per domain, BNSL with n chosen by validation is :func:`~scaling.fit.breaks.select_breaks_many`, and ``ref_m1``..
 ``ref_m4`` are the benchmark authors' own estimators (:mod:`scaling.fit.reference`) -- and returns a
 :class:`MethodResult` per curve: fit and held-out RMSLE, the root standard log error, parameters and predictions.
 :func:`domain_table` aggregates them the way the benchmark's authors do (mean RMSLE, win rates with 3-decimal
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from scaling.fit import breaks
 from scaling.fit import data as data_lib
 from scaling.fit import fitter
 from scaling.fit import forms as forms_lib
@@ -29,6 +30,10 @@ OUR_FORMS = ("m1", "m2", "m3", "m4", "bnsl0", "bnsl1", "bnsl2", "bnsl3")
 REFERENCE = ("ref_m1", "ref_m2", "ref_m3", "ref_m4")
 METHODS = OUR_FORMS + ("bnsl",) + REFERENCE
 GRID_POINTS = 96
+# Chunks of 8 curves padded to 32 or 80 points (the benchmark's curves have 9..71): every domain, validation fit and
+# refit of a form runs one of two compiled programs (a compilation costs 5-15 s here, more than most fits).
+BATCHING = fitter.Batching(chunk=8, lengths=(32, 80), fixed=True)
+_MEMO: dict[tuple, list] = {}  # BNSL fits on all points, reused by "bnsl" (its refits are the bnsl<n> fits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,9 +151,10 @@ def fit_methods(curves: Sequence[Curve], methods: Sequence[str], *, objective: s
                 n_val: int | None = None) -> dict[str, list[MethodResult]]:
   """Fits each method to every curve; {method: [MethodResult per curve, in order]}.
 
-  Our forms: one vmapped `fit_many` per (method, domain); M4 outside the benchmark's domains fits y / `y_scale`. A curve with fewer fitting points than the form's
-  parameters gets NaN errors for that form. "bnsl": n in 0..max_breaks chosen per curve by validation on its
-  largest fitted x (`select_breaks_many`).
+  Our forms: `fit_many` per (method, domain) in `BATCHING` chunks; M4 outside the benchmark's domains fits
+  y / `y_scale`. A curve with fewer fitting points than the form's parameters gets NaN errors for that form.
+  "bnsl": n in 0..max_breaks chosen per curve by validation on its largest fitted x and stability
+  (`breaks.select_breaks_many`), reusing this process's bnsl<n> fits of the same curves and settings.
   """
   methods = check_methods(methods)
   out: dict[str, list[MethodResult]] = {}
@@ -164,8 +170,10 @@ def fit_methods(curves: Sequence[Curve], methods: Sequence[str], *, objective: s
           r = reference.fit_reference(method[4:], c.x_fit, c.y_fit, domain=domain)
           results[i] = _score(method, c, r.predict, r.params)
       elif method == "bnsl":
-        sel = fitter.select_breaks_many([c.x_fit for c in sub], [c.y_fit for c in sub], max_breaks=max_breaks,
-                                        n_val=n_val, objective=objective, n_starts=n_starts, top_k=top_k, key=key)
+        kw = dict(objective=objective, n_starts=n_starts, top_k=top_k, key=key)
+        given = {n: _MEMO[k] for n in range(max_breaks + 1) if (k := _memo_key(f"bnsl{n}", sub, kw)) in _MEMO}
+        sel = breaks.select_breaks_many([c.x_fit for c in sub], [c.y_fit for c in sub], max_breaks=max_breaks,
+                                        n_val=n_val, batching=BATCHING, fits=given, **kw)
         for i, c, s in zip(idx, sub, sel):
           results[i] = _score(method, c, s.fit.predict, s.fit.natural, n_breaks=s.n, val_rmsle=s.val_rmsle)
       else:
@@ -173,14 +181,28 @@ def fit_methods(curves: Sequence[Curve], methods: Sequence[str], *, objective: s
         scale = [y_scale(method, c) for c in sub]
         ok = [len(c.y_fit) >= form.n_params for c in sub]
         xs, ys = [c.x_fit for c, o in zip(sub, ok) if o], [c.y_fit / k for c, k, o in zip(sub, scale, ok) if o]
-        fits = iter(fitter.fit_many(form, *fitter.pad_curves(xs, ys), objective=objective, n_starts=n_starts,
-                                    top_k=top_k, key=key) if xs else [])
+        fits = fitter.fit_many(form, *fitter.pad_curves(xs, ys), objective=objective, n_starts=n_starts,
+                               top_k=top_k, key=key, batching=BATCHING) if xs else []
+        if method.startswith("bnsl") and all(ok):
+          _remember(_memo_key(method, sub, dict(objective=objective, n_starts=n_starts, top_k=top_k, key=key)), fits)
+        fits = iter(fits)
         for i, c, k, o in zip(idx, sub, scale, ok):
           r = next(fits) if o else None
           results[i] = (_score(method, c, lambda x, r=r, k=k: k * r.predict(x), {**r.natural, "y_scale": k})
                         if r is not None and r.ok else _score(method, c, lambda x: np.full(np.shape(x), np.nan), {}))
     out[method] = results  # type: ignore[assignment]
   return out
+
+
+def _memo_key(method: str, curves: Sequence[Curve], kw: dict) -> tuple:
+  data = tuple((c.name, c.x_fit.tobytes(), c.y_fit.tobytes()) for c in curves)
+  return (method, tuple(sorted(kw.items())), data)
+
+
+def _remember(k: tuple, fits: list) -> None:
+  if len(_MEMO) >= 16:
+    _MEMO.pop(next(iter(_MEMO)))
+  _MEMO[k] = fits
 
 
 # --------------------------------------------------------------------------- tables

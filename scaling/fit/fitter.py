@@ -1,4 +1,4 @@
-"""Vmapped multistart fits of scaling-law forms, BNSL break selection, bootstrap, and the official BNSL recipe.
+"""Vmapped multistart fits of scaling-law forms, and the bootstrap (BNSL break selection: `scaling.fit.breaks`).
 
 :func:`fit` draws `n_starts` data-driven starting points (`Form.init_fn`), moves each by a few damped Gauss-Newton
 steps and evaluates the objective at all of them in one vmapped call, keeps the best start of each of `top_k`
@@ -6,17 +6,16 @@ blocks, polishes those in one vmapped call (rounds of optimistix Levenberg-Marqu
 whitened coordinates, alternated with Gauss-Newton steps; see `_polish_one`), discards invalid results (NaN,
 non-finite or non-positive predictions at the data) and returns the best.
 
-Everything after the input checks is one jitted function per (form, objective, settings, padded length), run in
+Everything after the input checks is one jitted function per (form, objective, settings, chunk shape), run in
 float64 inside ``jax.enable_x64(True)``. Curves are padded to a bucketed length with weight-0 copies of their last
-point, so lengths share compilations and :func:`fit_many` fits many curves in one vmapped call; :func:`fit` is the
-same call with one curve. Results are bit-reproducible for a fixed `key` (on one backend).
+point and fitted in vmapped chunks of curves of one padded length (`Batching`), so lengths share compilations;
+:func:`fit` is the same call with one curve. Results are bit-reproducible for a fixed `key` (on one backend).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import NamedTuple
 
 import equinox as eqx
@@ -24,13 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from absl import logging
 
-from scaling.fit import forms as forms_lib
-from scaling.fit import metrics
 from scaling.fit import objectives as objectives_lib
 from scaling.fit.forms import Form
 from scaling.fit.objectives import Objective
+
+
+ROUND_RTOL = 1e-10  # a polish round that gains less (relative loss) is the last
 
 
 class Polish(NamedTuple):
@@ -99,7 +98,8 @@ def _check(form: Form, x, y, w=None, name: str = "") -> tuple[np.ndarray, np.nda
 
 
 def _bucket(n: int) -> int:
-  return max(16, 1 << (n - 1).bit_length())
+  """Padded length: 16, 32, 64, then multiples of 16 (few compiled shapes, at most 1/4 padding above 64 points)."""
+  return max(16, 1 << (n - 1).bit_length()) if n <= 64 else -(-n // 16) * 16
 
 
 def _pad(a: np.ndarray, length: int, axis: int = 0) -> np.ndarray:
@@ -120,9 +120,10 @@ def pad_curves(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[np.ndarray, 
 
 
 def _valid_loss(form: Form, obj: Objective, theta_K, x, y_P, w_P) -> jax.Array:
-  """The objective, or inf when it or a prediction at a weighted point is not finite and positive."""
-  loss = obj.loss(form, theta_K, x, y_P, w_P)
+  """The objective, or inf when it or a prediction at a weighted point is not finite and positive. (The objective
+  reuses the predictions: M4's are an implicit solve, which XLA does not merge when computed twice.)"""
   pred = form.predict(theta_K, x)
+  loss = obj.loss(dataclasses.replace(form, predict_fn=lambda t, x: pred), theta_K, x, y_P, w_P)
   ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(pred) & (pred > 0) | (w_P == 0)) & jnp.all(jnp.isfinite(theta_K))
   return jnp.where(ok, loss, jnp.inf)
 
@@ -191,19 +192,22 @@ def _polish_one(form: Form, obj: Objective, polish: Polish, theta0_K, x, y_P, w_
   lie at the end of a long curved valley. Whitening makes each LM solve well conditioned (a unit step in z changes
   the residuals by about one unit, so `atol` reads as a residual tolerance). LM's damped trust region gets into a
   basin but then crawls along such a valley (thousands of steps), where undamped Gauss-Newton steps reach the
-  minimum in a few dozen; hence the alternation.
+  minimum in a few dozen; hence the alternation. A round that lowers the loss by less than a relative `ROUND_RTOL`
+  ends the polish (the next round would start where it ended, from the same whitening).
   """
-  def one_round(carry, _):
-    theta_K, loss = carry
+  def one_round(carry):
+    i, theta_K, loss, _ = carry
     new_K = _local_solve(form, obj, polish, theta_K, x, y_P, w_P)
     new_loss = _valid_loss(form, obj, new_K, x, y_P, w_P)
     better = new_loss <= loss
     theta_K = jnp.where(better, new_K, theta_K)
     theta_K = _gn_steps(form, obj, polish.gn_steps, 0.0, theta_K, x, y_P, w_P)
-    return (theta_K, _valid_loss(form, obj, theta_K, x, y_P, w_P)), None
+    end_loss = _valid_loss(form, obj, theta_K, x, y_P, w_P)
+    return i + 1, theta_K, end_loss, ~(end_loss >= loss * (1.0 - ROUND_RTOL))
 
-  start = (theta0_K, _valid_loss(form, obj, theta0_K, x, y_P, w_P))
-  (theta_K, _), _ = jax.lax.scan(one_round, start, None, length=polish.rounds)
+  loss0 = _valid_loss(form, obj, theta0_K, x, y_P, w_P)
+  cond = lambda c: (c[0] < polish.rounds) & c[3]  # noqa: E731
+  _, theta_K, _, _ = jax.lax.while_loop(cond, one_round, (0, theta0_K, loss0, jnp.asarray(True)))
   return theta_K
 
 
@@ -245,17 +249,58 @@ def _result(form: Form, obj: Objective, out) -> FitResult:
 # --------------------------------------------------------------------------- public API
 
 
+class Batching(NamedTuple):
+  """How curves are cut into vmapped calls (see `_chunks`). Each call holds curves of one padded length, the
+  smallest of `lengths` that fits them (`()` or a longer curve: the `_bucket` of its length), and `chunk` curves
+  (`fixed`) or fewer when fewer share a length (the next power of 2 >= their number)."""
+
+  chunk: int = 8
+  lengths: tuple[int, ...] = ()
+  fixed: bool = False
+
+
+def _padded_length(n: int, lengths: tuple[int, ...]) -> int:
+  return min([b for b in lengths if b >= n] or [_bucket(n)])
+
+
+def _chunks(lengths: list[int], batching: Batching = Batching()) -> list[tuple[int, list[int]]]:
+  """(padded length, curve indices) per vmapped call: curves grouped by padded length, each group cut into chunks,
+  the last one filled with copies of its last curve.
+
+  Why: a curve costs its padded length, so grouping by length cuts padding (IC: 71 points padded to 128 before); a
+  batched loop runs until its slowest lane converges, so small chunks stop sooner; and each distinct (chunk, length)
+  is one compilation (~5-15 s), so few fixed shapes (`Batching(fixed=True)`) let domains, validation fits and refits
+  share compiled programs.
+  """
+  groups: dict[int, list[int]] = {}
+  for i, n in enumerate(lengths):
+    groups.setdefault(_padded_length(n, batching.lengths), []).append(i)
+  out = []
+  for length, idx in sorted(groups.items()):
+    size = batching.chunk if batching.fixed else min(batching.chunk, 1 << (len(idx) - 1).bit_length())
+    for j in range(0, len(idx), size):
+      part = idx[j:j + size]
+      out.append((length, part + part[-1:] * (size - len(part))))
+  return out
+
+
 def _fit_checked(form: Form, obj: Objective, curves: list[tuple[np.ndarray, ...]], n_starts: int, top_k: int,
-                 key: int, polish: Polish) -> list[FitResult]:
-  """Checked curves (x, y, w) -> one vmapped call (also for a single curve, so fit == a row of fit_many)."""
+                 key: int, polish: Polish, batching: Batching = Batching()) -> list[FitResult]:
+  """Checked curves (x, y, w) -> vmapped calls over chunks of curves (`_chunks`; a curve's trailing weight-0 points
+  are dropped first), each curve's row the same as when it is fitted alone."""
   if not 1 <= top_k <= n_starts:
     raise ValueError(f"need 1 <= top_k <= n_starts, got top_k={top_k}, n_starts={n_starts}")
-  length = _bucket(max(len(c[1]) for c in curves))
-  x, y = (np.stack([_pad(c[i], length) for c in curves]) for i in (0, 1))
-  w = np.stack([np.r_[c[2], np.zeros(length - len(c[2]))] for c in curves])
-  with jax.enable_x64(True):
-    out = jax.device_get(_compiled_fit(form, obj, n_starts, top_k, polish)(x, y, w, jax.random.PRNGKey(key)))
-  return [_result(form, obj, [o[c] for o in out]) for c in range(len(curves))]
+  trimmed = [tuple(a[:len(c[2]) - int(np.argmax(c[2][::-1] > 0))] for a in c) for c in curves]
+  out: list[FitResult | None] = [None] * len(curves)
+  fn = _compiled_fit(form, obj, n_starts, top_k, polish)
+  for length, idx in _chunks([len(c[1]) for c in trimmed], batching):
+    x, y = (np.stack([_pad(trimmed[i][j], length) for i in idx]) for j in (0, 1))
+    w = np.stack([np.r_[trimmed[i][2], np.zeros(length - len(trimmed[i][2]))] for i in idx])
+    with jax.enable_x64(True):
+      res = jax.device_get(fn(x, y, w, jax.random.PRNGKey(key)))
+    for row, i in enumerate(idx):
+      out[i] = _result(form, obj, [o[row] for o in res])
+  return out  # type: ignore[return-value]
 
 
 def fit(form: Form, x, y, *, objective: str | Objective = "msle_log1p", n_starts: int = 4096, top_k: int = 32,
@@ -269,8 +314,10 @@ def fit(form: Form, x, y, *, objective: str | Objective = "msle_log1p", n_starts
 
 
 def fit_many(form: Form, x_CxP, y_CxP, w_CxP=None, *, objective: str | Objective = "msle_log1p",
-             n_starts: int = 4096, top_k: int = 32, key: int = 0, polish: Polish = Polish()) -> list[FitResult]:
-  """:func:`fit` of C curves in one vmapped call (the same `key` for each, so each equals its own fit).
+             n_starts: int = 4096, top_k: int = 32, key: int = 0, polish: Polish = Polish(),
+             batching: Batching = Batching()) -> list[FitResult]:
+  """:func:`fit` of C curves in a few vmapped calls (the same `key` for each, so each equals its own fit up to
+  rounding; `batching` says how curves are grouped into calls).
 
   Curves of different lengths are padded with weight-0 points (see :func:`pad_curves`).
   """
@@ -283,72 +330,7 @@ def fit_many(form: Form, x_CxP, y_CxP, w_CxP=None, *, objective: str | Objective
     raise ValueError(f"x_CxP, y_CxP, w_CxP disagree in (curves, points): {np.shape(x_CxP)}, {y_CxP.shape}, "
                      f"{w_CxP.shape}")
   curves = [_check(form, xc, yc, wc, f"[curve {i}]") for i, (xc, yc, wc) in enumerate(zip(x_CxP, y_CxP, w_CxP))]
-  return _fit_checked(form, obj, curves, n_starts, top_k, key, polish)
-
-
-@dataclasses.dataclass(frozen=True)
-class BreakSelection:
-  """The chosen number of breaks, its refit on all points, and the validation RMSLE of every n (inf: skipped)."""
-
-  n: int
-  fit: FitResult
-  val_rmsle: dict[int, float]
-
-
-def select_breaks_many(xs: list, ys: list, *, max_breaks: int = 3, n_val: int | None = None,
-                       objective: str | Objective = "msle_log1p", n_starts: int = 4096, top_k: int = 32,
-                       key: int = 0, polish: Polish = Polish()) -> list[BreakSelection]:
-  """BNSL's n for each curve, chosen by extrapolation to its largest x: fit n = 0..max_breaks on all but the last
-  `n_val` points (by x; default max(2, P // 5)), score RMSLE there, pick the best n (ties: fewer breaks) and refit
-  it on all points. Each n is one :func:`fit_many` call over all curves (held-out points get weight 0).
-
-  An n with more parameters than a curve's fitting points is skipped for that curve (validation RMSLE inf).
-  """
-  if len(xs) != len(ys) or not ys:
-    raise ValueError(f"need as many x as y curves (>= 1), got {len(xs)} and {len(ys)}")
-  curves = []
-  for i, (x, y) in enumerate(zip(xs, ys)):
-    x, y, _ = _check(forms_lib.bnsl(0), x, y, name=f"[curve {i}]")
-    order = np.argsort(x, kind="stable")
-    nv = max(2, len(y) // 5) if n_val is None else n_val
-    if not 1 <= nv <= len(y) - 3:
-      raise ValueError(f"curve {i}: n_val={nv} must leave >= 3 fitting points of {len(y)}")
-    curves.append((x[order], y[order], nv))
-  x_CxP, y_CxP, w_CxP = pad_curves([c[0] for c in curves], [c[1] for c in curves])
-  val: list[dict[int, float]] = [{} for _ in curves]
-  kw = {"objective": objective, "n_starts": n_starts, "top_k": top_k, "key": key, "polish": polish}
-  for n in range(max_breaks + 1):
-    form = forms_lib.bnsl(n)
-    w_val = w_CxP.copy()
-    for c, (_, y, nv) in enumerate(curves):
-      w_val[c, len(y) - nv:] = 0.0
-    ok_c = (w_val.sum(axis=1) >= form.n_params).astype(bool)
-    fits = iter(fit_many(form, x_CxP[ok_c], y_CxP[ok_c], w_val[ok_c], **kw) if ok_c.any() else [])
-    for c, (x, y, nv) in enumerate(curves):
-      if not ok_c[c]:
-        val[c][n] = math.inf
-        logging.info("select_breaks: curve %d n=%d skipped (%d params > %d fitting points)", c, n, form.n_params,
-                     len(y) - nv)
-        continue
-      r = next(fits)
-      err = metrics.rmsle(r.predict(x[-nv:]), y[-nv:]) if r.ok else math.nan
-      val[c][n] = err if math.isfinite(err) else math.inf
-      logging.info("select_breaks: curve %d n=%d validation RMSLE %.6g on the last %d points", c, n, val[c][n], nv)
-  best = [min(v, key=lambda n, v=v: (v[n], n)) for v in val]
-  out: list[BreakSelection | None] = [None] * len(curves)
-  for n in sorted(set(best)):  # refit each chosen n on all points, only for the curves that chose it
-    rows = np.flatnonzero(np.array(best) == n)  # rows keep the full padded width: the same compiled program
-    for c, r in zip(rows, fit_many(forms_lib.bnsl(n), x_CxP[rows], y_CxP[rows], w_CxP[rows], **kw)):
-      logging.info("select_breaks: curve %d chose n=%d", c, n)
-      out[c] = BreakSelection(n, r, val[c])
-  return out  # type: ignore[return-value]
-
-
-def select_breaks(x, y, *, max_breaks: int = 3, n_val: int | None = None, objective: str | Objective = "msle_log1p",
-                  n_starts: int = 4096, top_k: int = 32, key: int = 0) -> BreakSelection:
-  """:func:`select_breaks_many` for one curve."""
-  return select_breaks_many([x], [y], max_breaks=max_breaks, n_val=n_val, objective=objective, n_starts=n_starts,
-                            top_k=top_k, key=key)[0]
+  return _fit_checked(form, obj, curves, n_starts, top_k, key, polish, batching)
 
 
 @dataclasses.dataclass(frozen=True)
