@@ -24,7 +24,7 @@ import json
 import os
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -204,6 +204,22 @@ def load_curves(cfg: dict[str, Any]) -> list[bm.Curve]:
 
 
 @launch.host_driven
+def stored(path: str, compute: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
+  """The JSON an earlier run wrote at `path` (a resumed fit), else `{"seconds": ..., **compute()}`, timed and
+  written there."""
+  if os.path.exists(path):
+    with open(path) as fh:
+      out = json.load(fh)
+    logging.info("fit: %s loaded from %s", what, path)
+    return out
+  t0 = time.perf_counter()
+  payload = compute()
+  out = {"seconds": time.perf_counter() - t0, **payload}
+  io.save_text(path, json.dumps(out))
+  logging.info("fit: %s in %.1f s", what, out["seconds"])
+  return out
+
+
 def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> tuple[list[bm.Curve], dict, str]:
   """Fits (or resumes) every method on every curve; writes results, `summary.md` and figures; returns
   (curves, {method: [MethodResult per curve]}, the summary text)."""
@@ -226,21 +242,12 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> tup
   for domain in dict.fromkeys(c.domain for c in curves):
     idx = [i for i, c in enumerate(curves) if c.domain == domain]
     for m in cfg["methods"]:
-      path = os.path.join(workdir, "results", f"{domain}__{m}.json")
-      if os.path.exists(path):
-        with open(path) as fh:
-          stored = json.load(fh)
-        rs = [bm.MethodResult.from_json(d) for d in stored["results"]]
-        seconds[(domain, m)] = stored["seconds"]
-        logging.info("fit: %s / %s loaded from %s", domain, m, path)
-      else:
-        t0 = time.perf_counter()
-        rs = bm.fit_methods([curves[i] for i in idx], [m], **kw)[m]
-        seconds[(domain, m)] = time.perf_counter() - t0
-        io.save_text(path, json.dumps({"seconds": seconds[(domain, m)], "results": [r.to_json() for r in rs]}))
-        logging.info("fit: %s / %s on %d curves in %.1f s", domain, m, len(idx), seconds[(domain, m)])
-      for i, r in zip(idx, rs):
-        results[m][i] = r
+      out = stored(os.path.join(workdir, "results", f"{domain}__{m}.json"),
+                   lambda: {"results": [r.to_json() for r in bm.fit_methods([curves[i] for i in idx], [m], **kw)[m]]},
+                   f"{domain} / {m} ({len(idx)} curves)")
+      seconds[(domain, m)] = out["seconds"]
+      for i, d in zip(idx, out["results"]):
+        results[m][i] = bm.MethodResult.from_json(d)
   text = summary(curves, results, cfg, seconds)
   io.save_text(os.path.join(workdir, "summary.md"), text)
   if cfg["figures"]:

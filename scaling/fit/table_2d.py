@@ -12,16 +12,13 @@ law through the minima (`scaling.fit.compute_optimal.isoflop_parabola`) -- is re
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from typing import Any
 
 import numpy as np
-from absl import logging
 
-from scaling.engine import io
 from scaling.fit import chinchilla_fit as cf
+from scaling.fit import experiment
 from scaling.fit import metrics
 from scaling.fit import table as table_lib
 from scaling.fit.compute_optimal import isoflop_parabola
@@ -141,17 +138,9 @@ def fit_groups(data: table_lib.Dataset, cfg: dict[str, Any], results_dir: str) -
   jobs = [(f"chinchilla_{o}", lambda g, o=o: fit_one(g, o, cfg)) for o in cfg["fit2d"]["objectives"]]
   jobs.append(("isoflop", lambda g: isoflop_one(g, cfg)))
   for name, job in jobs:
-    path = os.path.join(results_dir, f"{name}.json")
-    if os.path.exists(path):
-      with open(path) as fh:
-        stored = json.load(fh)
-      logging.info("fit: %s loaded from %s", name, path)
-    else:
-      t0 = time.perf_counter()
-      rs = [job(g) for g in data.groups]
-      stored = {"seconds": time.perf_counter() - t0, "results": rs}
-      io.save_text(path, json.dumps(stored))
-      logging.info("fit: %s on %d group(s) in %.1f s", name, len(rs), stored["seconds"])
+    stored = experiment.stored(os.path.join(results_dir, f"{name}.json"),
+                               lambda job=job: {"results": [job(g) for g in data.groups]},
+                               f"{name} ({len(data.groups)} group(s))")
     out["seconds"][name] = stored["seconds"]
     key = "isoflop" if name == "isoflop" else "chinchilla"
     out.setdefault(key, []).extend(stored["results"])

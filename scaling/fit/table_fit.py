@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from typing import Any
 
 import ml_collections
@@ -227,18 +226,11 @@ def fit_curves(data: table_lib.Dataset, cfg: dict[str, Any], results_dir: str) -
             max_breaks=f["max_breaks"], n_val=f["n_val"] or None)
   fits, seconds = [], {}
   for m in cfg["methods"]:
-    path = os.path.join(results_dir, f"{m}.json")
-    if os.path.exists(path):
-      with open(path) as fh:
-        stored = json.load(fh)
-      logging.info("fit: %s loaded from %s", m, path)
-    else:
-      t0 = time.perf_counter()
+    def compute(m=m):
       rs = bm.fit_methods(cs, [m], **kw)[m]
-      boots = [bootstrap_one(m, c, r, f) for c, r in zip(cs, rs)]
-      stored = {"seconds": time.perf_counter() - t0, "results": [r.to_json() for r in rs], "bootstrap": boots}
-      io.save_text(path, json.dumps(stored))
-      logging.info("fit: %s on %d curves in %.1f s", m, len(cs), stored["seconds"])
+      return {"results": [r.to_json() for r in rs], "bootstrap": [bootstrap_one(m, c, r, f) for c, r in zip(cs, rs)]}
+
+    stored = experiment.stored(os.path.join(results_dir, f"{m}.json"), compute, f"{m} ({len(cs)} curves)")
     seconds[m] = stored["seconds"]
     for c, r, boot in zip(cs, stored["results"], stored["bootstrap"]):
       b = boot if boot and "skipped" not in boot else None
