@@ -4,6 +4,9 @@ CPU-sized. Measured numbers are printed (run with -s to see them); spec toleranc
 """
 
 import math
+import os
+import subprocess
+import sys
 import time
 from unittest import mock
 
@@ -14,6 +17,8 @@ import pytest
 
 from scaling import fit as F
 from scaling.fit import data, fitter, forms, metrics, objectives
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BENCH_LANG = data.benchmark_csv("lang")
 X4, Y4 = data.DIGIT4_X, data.DIGIT4_Y
@@ -270,7 +275,36 @@ def test_win_rates_truncate_split_ties_and_count_nan_as_one():
 # --------------------------------------------------------------------------- check 8: determinism / speed
 
 
-def test_bit_reproducible_and_timing():
+_ONE_THREAD_FITS = """
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before jax: XLA sizes its thread pool from this
+import numpy as np
+from scaling import fit as F
+from scaling.fit import data
+rng = np.random.default_rng(1)
+x = np.sort(np.exp(rng.uniform(np.log(100), np.log(1000), 100)))
+y = F.bnsl_naive(data.DIGIT4_BNSL1, x) * np.exp(0.01 * rng.standard_normal(100))
+a, b = (F.fit(F.bnsl(1), x, y, key=3) for _ in range(2))
+np.savez(sys.argv[1], theta=np.stack([a.theta, b.theta]), loss=[a.loss, b.loss],
+         polished=np.stack([a.polished_theta, b.polished_theta]))
+"""
+
+
+def test_bit_reproducible_on_one_thread_and_timing(tmp_path):
+  """Two fits with one key are bitwise equal, every polished start included, where XLA:CPU runs on one thread.
+
+  With more intra-op threads one compiled module can return results that differ in the last bits between calls
+  (jax-ml/jax#39741, open); a start that has not converged amplifies that (CI once saw one of 32 polished starts
+  move by 0.27), so the bitwise claim is checked in a one-CPU subprocess. In this multi-threaded process the best
+  fit is a converged minimum, where the loss is first-order insensitive to such perturbations: equal to 1e-9
+  relative (the spread the issue measured per call).
+  """
+  out = tmp_path / "fits.npz"
+  subprocess.run([sys.executable, "-c", _ONE_THREAD_FITS, str(out)], cwd=ROOT, check=True, timeout=600)
+  with np.load(out) as r:
+    np.testing.assert_array_equal(r["theta"][0], r["theta"][1])
+    np.testing.assert_array_equal(r["polished"][0], r["polished"][1])
+    assert r["loss"][0] == r["loss"][1]
   rng = np.random.default_rng(1)
   x = np.sort(np.exp(rng.uniform(np.log(100), np.log(1000), 100)))
   y = F.bnsl_naive(data.DIGIT4_BNSL1, x) * np.exp(0.01 * rng.standard_normal(100))
@@ -278,8 +312,7 @@ def test_bit_reproducible_and_timing():
   t0 = time.perf_counter()
   b = F.fit(F.bnsl(1), x, y, key=3)
   print(f"n=1 fit on 100 points after compile: {time.perf_counter() - t0:.2f} s (spec: < 5 s)")
-  assert np.array_equal(a.theta, b.theta) and a.loss == b.loss
-  np.testing.assert_array_equal(a.polished_theta, b.polished_theta)
+  assert b.loss == pytest.approx(a.loss, rel=1e-9)
 
 
 # --------------------------------------------------------------------------- n selection, bootstrap, Chinchilla

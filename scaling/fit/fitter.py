@@ -9,7 +9,9 @@ non-finite or non-positive predictions at the data) and returns the best.
 Everything after the input checks is one jitted function per (form, objective, settings, chunk shape), run in
 float64 inside ``jax.enable_x64(True)``. Curves are padded to a bucketed length with weight-0 copies of their last
 point and fitted in vmapped chunks of curves of one padded length (`Batching`), so lengths share compilations;
-:func:`fit` is the same call with one curve. Results are bit-reproducible for a fixed `key` (on one backend).
+:func:`fit` is the same call with one curve. Results are bit-reproducible for a fixed `key` where XLA:CPU runs on one
+thread; with more, one compiled module can differ in the last bits between calls (jax-ml/jax#39741), which a start
+that has not converged can amplify; the best (converged) fit then agrees in its loss to ~1e-9 relative.
 """
 
 from __future__ import annotations
@@ -307,7 +309,7 @@ def fit(form: Form, x, y, *, objective: str | Objective = "msle_log1p", n_starts
         key: int = 0, w=None, polish: Polish = Polish()) -> FitResult:
   """Multistart fit of `form` to (x, y): screen `n_starts` starts, polish the best `top_k`, keep the best valid.
 
-  `w` weights the points (0 = ignore). Deterministic (bit-reproducible) for a fixed `key`.
+  `w` weights the points (0 = ignore). Deterministic for a fixed `key` (bitwise on one CPU thread: see the module docstring).
   """
   obj = objectives_lib.get(objective)
   return _fit_checked(form, obj, [_check(form, x, y, w)], n_starts, top_k, key, polish)[0]
