@@ -235,3 +235,23 @@ def plot(path: str, s: Surface, law: Law, frontier: exponents.Frontier, title: s
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   return plotting.save(fig, [path])[0]
+
+
+def markdown(rows: list[dict[str, str]]) -> str:
+  keys = list(rows[0])
+  return "\n".join(["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
+                   + ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]) + "\n"
+
+
+def summary(s: Surface, law: Law, frontier: exponents.Frontier, kernels: dict[str, KernelExponents]) -> dict[str, Any]:
+  """Everything the report states, as plain JSON-able values."""
+  return {"widths": s.width_W.tolist(), "n_params": s.n_params_W.tolist(), "steps": s.steps_T.tolist(),
+          "batch": s.batch, "seeds": int(s.L_WxSxT.shape[1]),
+          "law": {"params": law.params, "estimates": law.estimates, "intervals": law.intervals,
+                  "n_boot": law.n_boot, "n_converged": law.n_converged, "converged": law.converged,
+                  "n_points": law.n_points},
+          "data_frontier": {"exponents": frontier.exponents, "n_interior": int(frontier.interior.sum())},
+          "kernels": {k: {"a": v.a, "a_se": v.a_se, "b": v.b, "b_se": v.b_se, "n": v.n, "k_range": list(v.k_range),
+                          "theory": theory(v.a, v.b)} for k, v in kernels.items()},
+          "paper_cifar5m": {**PAPER_CIFAR5M, "theory": theory(**PAPER_CIFAR5M)},
+          "verdict": {k: verdict(law, v, k) for k, v in kernels.items()}}
