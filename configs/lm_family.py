@@ -37,6 +37,8 @@ import ml_collections
 
 from scaling.lm.family import family_config
 
+VARIANTS = ("quick", "full", "stdlib", "one_pass_quick", "reuse_quick", "one_pass", "reuse")
+
 
 def get_config(arg: str = "full") -> ml_collections.ConfigDict:
   c = family_config()  # the full variant
@@ -52,6 +54,16 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
     c.corpus.source = "python_stdlib"
     c.tokenizer.vocab_size = 4096
     c.train.update(batch_size=16, steps=1500, warmup_steps=100)
+  elif arg in ("one_pass_quick", "reuse_quick"):
+    c.corpus.source = "python_stdlib"
+    c.tokenizer.vocab_size = 512
+    c.context.update(length=64, heldout_len=64)
+    c.model.sizes = ((16, 1, 2, 64), (24, 1, 2, 96), (32, 2, 4, 128), (48, 2, 4, 192))
+    c.train.update(batch_size=16, steps=600, lr=1e-2, warmup_steps=20, log_every=50, checkpoint_every=4)
+    c.eval.update(n_windows=128)
+    c.data.regime = arg.removesuffix("_quick")
+    if arg == "reuse_quick":
+      c.data.reuse_tokens = 1024 * 65  # 1024 windows: 64 batches, 9.4 epochs
   else:
-    raise ValueError(f"unknown variant {arg!r}; one of quick, full, stdlib")
+    raise ValueError(f"unknown variant {arg!r}; one of {', '.join(VARIANTS)}")
   return c
