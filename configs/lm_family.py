@@ -64,6 +64,14 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
     c.data.regime = arg.removesuffix("_quick")
     if arg == "reuse_quick":
       c.data.reuse_tokens = 1024 * 65  # 1024 windows: 64 batches, 9.4 epochs
+  elif arg in ("one_pass", "reuse"):
+    c.corpus.source = "python_stdlib"
+    c.tokenizer.vocab_size = 4096
+    c.train.update(batch_size=16, steps=1500, warmup_steps=100)
+    c.eval.update(n_windows=128)
+    c.data.regime = arg
+    if arg == "reuse":
+      c.data.reuse_tokens = 2000 * 129  # 2000 windows: 125 batches, 12 epochs
   else:
     raise ValueError(f"unknown variant {arg!r}; one of {', '.join(VARIANTS)}")
   return c

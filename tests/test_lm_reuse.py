@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import lm_family
 from scaling.engine import experiment as E
 from scaling.engine import io as wd
 from scaling.engine import loop
@@ -146,3 +147,12 @@ def test_gap_table_orders_widths_and_measures_growth():
   assert "+0.000 -> +0.400 -> +2.100 nats at steps 0, 20, 40" in text and "not monotone in width at the last" in text
   with pytest.raises(ValueError, match="do not match"):
     reuse.gap_table("reuse", ["a", "b"], [1, 2], np.arange(5), test_ZxL[:, None], train_ZxL[:, None])
+
+
+def test_regime_variants_differ_only_in_the_data_regime():
+  """The quick (and the larger) one-pass and reuse variants are the same runs but for the data they see."""
+  for one_pass, reused in (("one_pass_quick", "reuse_quick"), ("one_pass", "reuse")):
+    a, b = (family.plan(lm_family.get_config(v)).config for v in (one_pass, reused))
+    da, db = a.pop("data"), b.pop("data")
+    assert da == {"regime": "one_pass", "reuse_tokens": 0} and db["regime"] == "reuse" and db["reuse_tokens"] > 0
+    assert a == b, (one_pass, reused)
