@@ -41,12 +41,12 @@ train-window loss (`train_eval_loss` in curves.npz) and adds the gap table to su
 
 one_pass_quick  One pass over 12% of the stream's 80,350 windows. Measured: 83 s wall at 93% of 2 cores, 125 s at 61%.
         Final train-window / held-out loss 3.900 / 3.880, 3.701 / 3.707, 3.616 / 3.610, 3.367 / 3.392 nats: |gap| <=
-        0.03 nats at every log step for every width (no gap, as for the DMFT's P = ∞); held-out loss monotone in width
-        at the end and at the best step (the last for all).
-reuse_quick     The first 66,560 tokens (1,024 windows, 1.3% of the stream; the first files of the sorted stdlib) cycled
-        9.4 epochs. Measured: 80 s wall at 98% of 2 cores, 130 s at 61%. Final train-window / held-out loss 3.500 /
-        4.726, 3.058 / 4.657, 2.518 / 4.632, 1.947 / 4.730 nats: the gap grows with time in every width and with width
-        (widest: +0.00, +1.32, +2.04, +2.46, +2.78 nats at steps 0, 150, 300, 450, 600); the two larger models
+        0.03 nats at every log step for every width (no gap, as for the DMFT's P = ∞); held-out loss monotone in
+        width at the end and at the best step (the last for all).
+reuse_quick     The first 66,560 tokens (1,024 windows, 1.3% of the stream; the first files of the sorted stdlib)
+        cycled 9.4 epochs. Measured: 80 s wall at 98% of 2 cores, 130 s at 61%. Final train-window / held-out loss
+        3.500 / 4.726, 3.058 / 4.657, 2.518 / 4.632, 1.947 / 4.730 nats: the gap grows with time in every width and
+        with width (widest: +0.00, +1.32, +2.04, +2.46, +2.78 nats at steps 0, 150, 300, 450, 600); the two larger models
         overfit from step 200 (best held-out 4.585 and 4.530). Held-out loss is monotone in width at each width's best
         step (4.716 > 4.633 > 4.585 > 4.530) but not at the end (d32_L2 < d24_L1 < d16_L1 < d48_L2): the paper's
         Wikitext-5M picture. Part of the early gap (+0.2 to +0.56 nats at step 50, 0.8 epochs) is the slice's topic

@@ -115,13 +115,15 @@ def markdown(t: GapTable) -> str:
   """The table as a markdown section, with its caption."""
   marks = " | ".join(f"gap @ {s}" for s in t.mark_steps)
   lines = [f"## Train-test gap ({t.regime})", "",
-           f"| model | non-embedding | final train-window loss | final held-out loss | gap | {marks} | growth (grows) | "
+           f"| model | non-embedding | final train-window loss | final held-out loss | gap | {marks} | "
+           "growth (grows) | "
            "best held-out loss (step) |",
            "|---|---|---|---|---|" + "---|" * len(t.mark_steps) + "---|---|"]
   for i, name in enumerate(t.names):
     at = " | ".join(f"{g:+.3f}" for g in t.gap_ZxK[i])
     lines.append(f"| {name} | {t.n_nonemb[i]:,} | {t.train_Z[i]:.3f} | {t.test_Z[i]:.3f} | {t.gap_Z[i]:+.3f} | "
-                 f"{at} | {t.growth_Z[i]:+.3f} ({'yes' if t.grows_Z[i] else 'no'}) | {t.best_test_Z[i]:.3f} ({t.best_step_Z[i]}) |")
+                 f"{at} | {t.growth_Z[i]:+.3f} ({'yes' if t.grows_Z[i] else 'no'}) | "
+                 f"{t.best_test_Z[i]:.3f} ({t.best_step_Z[i]}) |")
   return "\n".join(lines + ["", caption(t)]) + "\n"
 
 
