@@ -49,8 +49,8 @@ reuse_quick     The first 66,560 tokens (1,024 windows, 1.3% of the stream; the 
         with width (widest: +0.00, +1.32, +2.04, +2.46, +2.78 nats at steps 0, 150, 300, 450, 600); the two larger
         models overfit from step 200 (best held-out 4.585 and 4.530). Held-out loss is monotone in width at each
         width's best step (4.716 > 4.633 > 4.585 > 4.530) but not at the end (d32_L2 < d24_L1 < d16_L1 < d48_L2):
-        the paper's Wikitext-5M picture. Part of the early gap (+0.2 to +0.56 nats at step 50, 0.8 epochs) is the slice's topic
-        shift from the held-out documents, not memorisation.
+        the paper's Wikitext-5M picture. Part of the early gap (+0.2 to +0.56 nats at step 50, 0.8 epochs) is the
+        slice's topic shift from the held-out documents, not memorisation.
 one_pass / reuse  The stdlib variant's 5 sizes, vocab 4096 (3.13M training tokens), context 128, batch 16, 1500 steps
         (24,000 windows): one pass over 99% of the stream's 24,234 windows, or the first 258,000 tokens (2,000
         windows, 8% of the stream) for 12 epochs. Not run here; estimated ~50 min wall each on 2 cores (the stdlib
