@@ -9,13 +9,17 @@ across sizes). The training stream and the eval windows are shared inputs (`scal
 `corpus.read_documents(source)`, default "pydoc_data", the Python reference shipped with CPython, NOT the Pile).
 Training: `scaling.lm.family_train`.
 
-Each log step records the held-out eval loss on `eval.n_windows` fixed windows of the held-out stream, the train loss
-averaged over the chunk that starts there (NaN at the last step), the learning rate, steps/s and tokens/s
-(predictions per second, all seeds). After training, `finish` restores the final parameters of seed 0 of every size
+Data regimes (`data.regime`, `scaling.lm.family_data`): "random" windows (the default), "one_pass" over the stream, or
+"reuse" of a slice of `data.reuse_tokens` tokens, epoch after epoch. Each log step records the held-out eval loss on
+`eval.n_windows` fixed windows of the held-out stream, the train-window loss (`train_eval_loss`) on `eval.n_windows`
+fixed windows of the training data the regime uses, the train loss averaged over the chunk that starts there (NaN at
+the last step), the learning rate, steps/s and tokens/s (predictions per second, all seeds). Off the default regime,
+`finish` adds the train-test gap table and figure (`scaling.lm.reuse`). After training, `finish` restores the final parameters of seed 0 of every size
 (`final_params`) and writes the per-token pass, the report and summary.md (`scaling.lm.family_report`).
 
 Workdir: config.json, tokenizer.json, metrics.jsonl, points/<name>.npz, checkpoints/<name>/ (orbax), curves.npz
-(axes [size, seed, log_step]), learning_curves.png, losses.npz, report/*.png, summary.md.
+(axes [size, seed, log_step]), learning_curves.png, losses.npz, report/*.png, summary.md; train_test.png off the
+default regime.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ def family_config() -> ml_collections.ConfigDict:
       heldout_every=10,  # document i is held out iff i % heldout_every == heldout_every - 1
       max_docs=0,  # keep the first max_docs documents; 0 = all
   ))
+  c.data = ml_collections.ConfigDict(dict(
+      regime="random",  # "random" windows, "one_pass" over the stream, "reuse" of a slice (scaling.lm.family_data)
+      reuse_tokens=0,  # "reuse": the slice is the first reuse_tokens training tokens (>= one batch of windows)
+  ))
   c.tokenizer = ml_collections.ConfigDict(dict(vocab_size=2048, min_frequency=2))  # BPE on the training documents
   c.context = ml_collections.ConfigDict(dict(
       length=128,  # training windows: length + 1 tokens, length predictions
@@ -91,6 +99,19 @@ class Extra:
   n_nonemb: tuple[int, ...]
   tokens_per_step: int  # predictions per step, all seeds
   data: family_data.Data | None = None
+
+
+def check_regime(cfg: dict[str, Any]) -> str:
+  """The data regime, its fields checked against the batch and context (the corpus is checked in `prepare`)."""
+  regime = C.choice(cfg, "data.regime", family_data.REGIMES)
+  reuse = C.integer(cfg, "data.reuse_tokens", 0)
+  batch, t1 = cfg["train"]["batch_size"], cfg["context"]["length"] + 1
+  if regime == "reuse" and reuse < batch * t1:
+    raise ValueError(f"data.reuse_tokens={reuse:,} is smaller than one batch of windows, train.batch_size * "
+                     f"(context.length + 1) = {batch} * {t1} = {batch * t1:,} tokens")
+  if regime != "reuse" and reuse:
+    raise ValueError(f"data.reuse_tokens={reuse} is set but data.regime={regime!r}: it applies to 'reuse' only")
+  return regime
 
 
 def point_name(d_model: int, n_layers: int) -> str:
@@ -134,7 +155,7 @@ class Family(E.Experiment):
 
   name = "lm_family"
   unit = "seeds"
-  finite_names = {"eval_loss": "eval loss"}
+  finite_names = {"eval_loss": "eval loss", "train_eval_loss": "train-window loss"}
 
   def default_config(self) -> ml_collections.ConfigDict:
     return family_config()
@@ -178,10 +199,11 @@ class Family(E.Experiment):
     C.number(cfg, "train.end_lr_frac", 0, 1)
     C.integer(cfg, "eval.n_windows", 1)
     C.integer(cfg, "eval.batch_size", 1)
+    regime = check_regime(cfg)
     points = tuple(
         E.Point(n, (i,), Spec(c, int(tr["batch_size"]), length, int(tr["steps"]), float(tr["lr"]), warmup,
                               float(tr["end_lr_frac"]), float(tr["b1"]), float(tr["b2"]), float(tr["eps"]),
-                              float(tr["weight_decay"]), float(tr["grad_clip"])),
+                              float(tr["weight_decay"]), float(tr["grad_clip"]), regime),
                 tr["steps"], {"n_nonemb": nn}) for i, (n, c, nn) in enumerate(zip(names, cfgs, nonemb)))
     extra = Extra(tuple(t for t, _ in counts), nonemb, tr["batch_size"] * length * n_seeds)
     return E.Plan(cfg, {"size": np.asarray(names)}, points, Grid.of(seed=range(n_seeds)), tr["log_every"],
@@ -202,7 +224,8 @@ class Family(E.Experiment):
   # -- device work (one seed) ----------------------------------------------------------------------------------
   def inputs(self, plan: E.Plan, point: E.Point, spec):
     init_S, data_S = seed_keys(plan)
-    return (init_S, data_S), (plan.extra.data.train_N, plan.extra.data.eval_windows_ExT1)
+    d = plan.extra.data
+    return (init_S, data_S), (d.train_N, d.eval_windows_ExT1, d.train_eval_windows_ExT1, d.order_W)
 
   def init(self, inputs, shared, *, spec: Spec):
     init_key, data_key = inputs
@@ -212,18 +235,20 @@ class Family(E.Experiment):
     return family_train.chunk(state, data_key, start, *shared, spec=spec, n_steps=n_steps)
 
   def evaluate(self, state, data_key, shared, step, *, spec: Spec):
-    return family_train.evaluate(state, shared[1], step, spec)
+    return family_train.evaluate(state, shared[1], shared[2], step, spec)
 
   # -- host outputs --------------------------------------------------------------------------------------------
   def record(self, plan: E.Plan, point: E.Point, step: int, ev: dict[str, np.ndarray]) -> dict[str, Any]:
     train = float(np.mean(ev["train_loss"]))
     return {"lr": float(np.mean(ev["lr"])), "eval_loss": float(np.mean(ev["eval_loss"])),
             "eval_loss_min": float(np.min(ev["eval_loss"])), "eval_loss_max": float(np.max(ev["eval_loss"])),
+            "train_eval_loss": float(np.mean(ev["train_eval_loss"])),
             "train_loss": train if math.isfinite(train) else None}
 
   def progress(self, rec: dict[str, Any]) -> str:
     train = "-" if rec["train_loss"] is None else f"{rec['train_loss']:.3f}"
-    return f"eval loss {rec['eval_loss']:.3f} nats, train loss {train}, lr {rec['lr']:.2e}"
+    return (f"eval loss {rec['eval_loss']:.3f} nats, train-window loss {rec['train_eval_loss']:.3f}, train loss "
+            f"{train}, lr {rec['lr']:.2e}")
 
   def arrays(self, plan: E.Plan, arrays) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
     return {"n_nonemb": (np.asarray(plan.extra.n_nonemb, np.int64), ("size",)),
