@@ -19,7 +19,7 @@ from scaling.engine import config as C
 def quick() -> ml_collections.ConfigDict:
   c = vision_config()
   c.train.update(batch_size=32, steps=1500, log_every=20)
-  c.sweep.update(widths=(1, 1.5, 2, 3, 4, 6), seeds=2)
+  c.sweep.update(widths=(0.5, 1, 1.5, 2, 3, 4), seeds=2)
   return c
 
 

@@ -75,6 +75,16 @@ def _rf_gd():
   return rf_gd.EXPERIMENT, c, {"task.b": 400.0}, {"sweep.points": ()}
 
 
+
+def _vision():
+  from scaling.dynamics import vision  # pylint: disable=import-outside-toplevel
+  c = vision.vision_config()  # widths 0.5 and 1 (633 and 2,417 params), 3 seeds padded to 4 on 4 devices
+  c.data.n_test = 64
+  c.train.update(batch_size=8, steps=40, log_every=10, warmup_steps=5, checkpoint_every=1)
+  c.sweep.update(widths=(0.5, 1), seeds=3)
+  # Adam's first step moves every weight by ~lr = 1e38: the next forward pass overflows to inf and the BCE is NaN.
+  return vision.EXPERIMENT, c, {"train.lr": 1e38}, {"sweep.widths": ()}
+
 # Relative tolerance of 4 devices against 1 (0: bitwise). Splitting the member axis over devices lets XLA:CPU
 # vectorise and fuse the per-member reductions differently; a reordered pairwise sum of n float32 terms differs by up
 # to ~log2(n) ulp (eps32 = 1.19e-7), and MSP's evaluation averages 5 tasks x 64 samples (log2(320) ≈ 8.3): 8.3 x
@@ -97,7 +107,8 @@ def _rf_gd():
 TOLERANCE = {"msp": 1e-6, "lm_family": 2e-6, "addition": 1e-5, "rf_gd": 1e-13}
 
 # id -> () -> (experiment, tiny config, overrides that make a training loss NaN, overrides that are invalid)
-EXPERIMENTS = {"toy": _toy, "msp": _msp, "lm_family": _lm_family, "addition": _addition, "rf_gd": _rf_gd}
+EXPERIMENTS = {"toy": _toy, "msp": _msp, "lm_family": _lm_family, "addition": _addition, "rf_gd": _rf_gd,
+               "vision": _vision}
 
 
 def _with(config, overrides):

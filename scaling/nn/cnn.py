@@ -116,7 +116,7 @@ def _conv(p: dict[str, jax.Array], h_BxLxC: jax.Array, stride: int = 1) -> jax.A
   pad = max((out - 1) * stride + k - n, 0)
   hp = jnp.pad(h_BxLxC, ((0, 0), (pad // 2, pad - pad // 2), (0, 0)))
   patches_BxOxKC = jnp.concatenate([hp[:, j:j + (out - 1) * stride + 1:stride] for j in range(k)], axis=-1)
-  return jnp.matmul(patches_BxOxKC, p["w"].reshape(k * c_in, c_out), precision=jax.lax.Precision.HIGHEST) + p["b"]
+  return jnp.matmul(patches_BxOxKC, p["w"].reshape(k * c_in, c_out), precision=jax.lax.Precision.HIGHEST) + p["b"][None, None]
 
 
 def n_blocks(params: Params) -> int:
