@@ -4,8 +4,10 @@ the dynamical-model paper's Fig 1(a, b) (spec `dmft.md` §5.1) on a real network
 Model: `scaling.nn.cnn` (a small 1-D ResNet, channel-width multiplier `width`, one logit, no normalisation). Data:
 `scaling.dynamics.vision_data` (a pool of train.steps x train.batch_size fresh samples, each used once, and a fixed
 disjoint held-out set of data.n_test samples; `data.order` says whether seeds share the stream). Points are the widths
-(shape axis `width`, one compiled program each); members are the seeds (vmapped), seed key j = split(key(seed),
-sweep.seeds)[j], split once into (init, data) keys, the same for every width (common random numbers across widths).
+(shape axis `width`, one compiled program each: widths are not packed into one program); members are the seeds
+(vmapped), seed key j = split(key(seed), sweep.seeds)[j], split once into (init, data) keys, the same for every width
+(common random numbers across widths). The pool and held-out set are shared inputs on every device; step s of a
+member gathers its batch inside the jitted chunk (`vision_data.batch_rows`), no host pipeline.
 
 Optimiser: Adam (b1, b2, eps) with a linear warmup over train.warmup_steps, then a CONSTANT learning rate, the same
 for every width. Constant, because the measured curve is then a clean function of the step: any prefix of a run is a
