@@ -14,7 +14,7 @@ with C_i = max(1, round(width · channels[i])) and β = 1/√(total residual blo
 Parametrisation: standard (PyTorch-like) with He-normal init, conv weights ~ N(0, 2/fan_in) (fan_in = k · C_in),
 the readout ~ N(0, 1/C_last), every bias 0. A residual branch then has about the second moment of its input, so
 without normalisation each block multiplies it by ≈ 1 + β² and the whole network by ≤ (1 + 1/n)^n < e: the logits
-start at O(1) at every width. There are no normalisation layers (no batch statistics): `apply` is one function of
+start at O(1) at every width (measured on MNIST-1D: their spread over inputs is 0.1-0.7 at widths 0.5-16). There are no normalisation layers (no batch statistics): `apply` is one function of
 (params, x) whose NTK is that of the trained network.
 
 Params: {"stem": conv, "stage<i>": {"down": conv (i > 0), "block<j>": {"conv1", "conv2"}}, "head": {"w", "b"}},
