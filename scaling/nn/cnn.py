@@ -107,8 +107,8 @@ def init(key: jax.Array, width: float, cfg: CNNConfig = CNNConfig()) -> Params:
 
 def _conv(p: dict[str, jax.Array], h_BxLxC: jax.Array, stride: int = 1) -> jax.Array:
   """'SAME' 1-D convolution as one matmul of the k shifted (strided) copies of the input: XLA:CPU trains this net
-  ~10-20x faster than with `conv_general_dilated` (bench/vision_conv.py), and vmapped over members it stays a
-  batched matmul (a vmapped conv becomes a grouped conv). Equal to `lax.conv_general_dilated(h, w, (stride,),
+  5-15x faster than with `conv_general_dilated` (bench/vision_conv.py: widths 1-4, 1-2 members), and vmapped over
+  members it stays a batched matmul (a vmapped conv becomes a grouped conv). Equal to `lax.conv_general_dilated(h, w, (stride,),
   "SAME", ("NWC", "WIO", "NWC")) + b` up to float rounding (tests/test_vision.py checks it)."""
   k, c_in, c_out = p["w"].shape
   n = h_BxLxC.shape[1]
