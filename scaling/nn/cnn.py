@@ -14,8 +14,9 @@ with C_i = max(1, round(width · channels[i])) and β = 1/√(total residual blo
 Parametrisation: standard (PyTorch-like) with He-normal init, conv weights ~ N(0, 2/fan_in) (fan_in = k · C_in),
 the readout ~ N(0, 1/C_last), every bias 0. A residual branch then has about the second moment of its input, so
 without normalisation each block multiplies it by ≈ 1 + β² and the whole network by ≤ (1 + 1/n)^n < e: the logits
-start at O(1) at every width (measured on MNIST-1D: their spread over inputs is 0.1-0.7 at widths 0.5-16). There are no normalisation layers (no batch statistics): `apply` is one function of
-(params, x) whose NTK is that of the trained network.
+start at O(1) at every width (measured on MNIST-1D: their spread over inputs is 0.1-0.7 at widths 0.5-16). There
+are no normalisation layers (no batch statistics): `apply` is one function of (params, x) whose NTK is that of the
+trained network.
 
 Params: {"stem": conv, "stage<i>": {"down": conv (i > 0), "block<j>": {"conv1", "conv2"}}, "head": {"w", "b"}},
 a conv being {"w": (k, C_in, C_out), "b": (C_out,)}. `apply` reads the architecture off the params (the strides
@@ -108,8 +109,9 @@ def init(key: jax.Array, width: float, cfg: CNNConfig = CNNConfig()) -> Params:
 def _conv(p: dict[str, jax.Array], h_BxLxC: jax.Array, stride: int = 1) -> jax.Array:
   """'SAME' 1-D convolution as one matmul of the k shifted (strided) copies of the input: XLA:CPU trains this net
   5-15x faster than with `conv_general_dilated` (bench/vision_conv.py: widths 1-4, 1-2 members), and vmapped over
-  members it stays a batched matmul (a vmapped conv becomes a grouped conv). Equal to `lax.conv_general_dilated(h, w, (stride,),
-  "SAME", ("NWC", "WIO", "NWC")) + b` up to float rounding (tests/test_vision.py checks it)."""
+  members it stays a batched matmul (a vmapped conv becomes a grouped conv). Equal to
+  `lax.conv_general_dilated(h, w, (stride,), "SAME", ("NWC", "WIO", "NWC")) + b` up to float rounding
+  (tests/test_vision.py checks it)."""
   k, c_in, c_out = p["w"].shape
   n = h_BxLxC.shape[1]
   out = -(-n // stride)
