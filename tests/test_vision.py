@@ -3,6 +3,7 @@
 The engine contract (resume, bad config, NaN stop, 4 devices = 1, lock) runs in tests/test_engine.py (`_vision`).
 """
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -15,6 +16,7 @@ import pytest
 from scaling.dynamics import datasets, vision, vision_data
 from scaling.engine import experiment as E
 from scaling.engine import io as wd
+from scaling.engine import members
 from scaling.nn import cnn
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -76,10 +78,10 @@ def test_one_pass_never_repeats_a_sample():
   assert len(set(_hashes(data.x_pool_NxL))) == n_steps * batch, "the pool holds steps x batch distinct samples"
   spec = p.points[0].spec
   shared = (data.x_pool_NxL, data.s_pool_N, data.x_test_MxL, data.s_test_M)
-  keys = vision.members.seed_keys(0, 2, 2)
+  keys = members.seed_keys(0, 2, 2)
   orders = {}
   for order in vision.ORDERS:
-    s = vision.dataclasses.replace(spec, order=order)
+    s = dataclasses.replace(spec, order=order)
     for seed in range(2):
       _, order_N = vision.EXPERIMENT.init((keys[0][seed], keys[1][seed]), shared, spec=s)
       rows = np.concatenate([np.asarray(vision_data.batch_rows(order_N, jnp.int32(t), batch)) for t in range(n_steps)])
