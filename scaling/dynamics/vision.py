@@ -14,7 +14,7 @@ for every width. Constant, because the measured curve is then a clean function o
 run of that many steps (a decaying schedule would make the loss at step t depend on the horizon, which the 2-D law
 L(t, N) has no term for); Adam, because its normalised steps let one learning rate train every width of this
 standard-parametrised family (at 2e-3 every width of the quick and cpu variants learns, the final loss falling
-with width up to seed noise). The price of the constant rate is jagged late curves (configs/vision.py gives the measured size).
+with width up to seed noise). The price of the constant rate: jagged late curves (configs/vision.py measures them).
 
 Per step the engine's "loss" is the batch training BCE of the parameters before the step (each batch is fresh, so it
 is an unbiased estimate of the population loss). Every `log_every` steps: `test_loss` (mean BCE over the held-out
