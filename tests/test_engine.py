@@ -75,6 +75,16 @@ def _rf_gd():
   return rf_gd.EXPERIMENT, c, {"task.b": 400.0}, {"sweep.points": ()}
 
 
+
+def _vision():
+  from scaling.dynamics import vision  # pylint: disable=import-outside-toplevel
+  c = vision.vision_config()  # widths 0.5 and 1 (633 and 2,417 params), 3 seeds padded to 4 on 4 devices
+  c.data.n_test = 64
+  c.train.update(batch_size=8, steps=40, log_every=10, warmup_steps=5, checkpoint_every=1)
+  c.sweep.update(widths=(0.5, 1), seeds=3)
+  # Adam's first step moves every weight by ~lr = 1e38: the next forward pass overflows to inf and the BCE is NaN.
+  return vision.EXPERIMENT, c, {"train.lr": 1e38}, {"sweep.widths": ()}
+
 # Relative tolerance of 4 devices against 1 (0: bitwise). Splitting the member axis over devices lets XLA:CPU
 # vectorise and fuse the per-member reductions differently; a reordered pairwise sum of n float32 terms differs by up
 # to ~log2(n) ulp (eps32 = 1.19e-7), and MSP's evaluation averages 5 tasks x 64 samples (log2(320) ≈ 8.3): 8.3 x
@@ -94,10 +104,18 @@ def _rf_gd():
 # eps64 = 2.2e-16) in each of its 40 GD steps, which stable GD (|1 - ημ| <= 1 on every mode) does not amplify, adds up
 # to <= 40 x 6 x 2.2e-16 ≈ 5e-14 relative in w, ≈ 1e-13 in the losses (squares; they stay O(1), no cancellation).
 # Measured: 1 ulp.
-TOLERANCE = {"msp": 1e-6, "lm_family": 2e-6, "addition": 1e-5, "rf_gd": 1e-13}
+# vision (float32): the test loss is a mean of M = 64 BCEs (log2(64) = 6 ulp) of a forward pass whose convs are
+# matmuls over k x C <= 48 terms (log2(48) ≈ 6 ulp, not compounding: each layer's rounding is relative), so ≈ 12 ulp
+# ≈ 1.4e-6 from evaluation; training reorders the batch-of-8 gradient sums the same way (≈ 1e-6 relative), which
+# Adam's normalised step turns into <= lr x 1e-6 = 2e-9 per step per parameter, <= 8e-8 in 40 steps, moving the loss
+# by <= ||grad L||_1 x 8e-8 <= sqrt(P = 2.4k) x ||grad L||_2 (<= 1) x 8e-8 ≈ 4e-6, 6e-6 relative to BCE ≈ 0.68.
+# Sum ≈ 7e-6: 1e-5. test_error counts sign(logit) misses and is equal unless a logit lies within ~1e-6 of 0.
+# Measured (seeds 0-3 of this config): test loss <= 1.8e-7 relative, test error equal.
+TOLERANCE = {"msp": 1e-6, "lm_family": 2e-6, "addition": 1e-5, "rf_gd": 1e-13, "vision": 1e-5}
 
 # id -> () -> (experiment, tiny config, overrides that make a training loss NaN, overrides that are invalid)
-EXPERIMENTS = {"toy": _toy, "msp": _msp, "lm_family": _lm_family, "addition": _addition, "rf_gd": _rf_gd}
+EXPERIMENTS = {"toy": _toy, "msp": _msp, "lm_family": _lm_family, "addition": _addition, "rf_gd": _rf_gd,
+               "vision": _vision}
 
 
 def _with(config, overrides):
