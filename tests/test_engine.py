@@ -82,6 +82,7 @@ def _vision():
   c.data.n_test = 64
   c.train.update(batch_size=8, steps=40, log_every=10, warmup_steps=5, checkpoint_every=1)
   c.sweep.update(widths=(0.5, 1), seeds=3)
+  c.fig1.update(t_min=10, ntk_points=64, k_range=(2, 6))
   # Adam's first step moves every weight by ~lr = 1e38: the next forward pass overflows to inf and the BCE is NaN.
   return vision.EXPERIMENT, c, {"train.lr": 1e38}, {"sweep.widths": ()}
 

@@ -24,7 +24,7 @@ def _law_WxSxT(seeds: int, noise: float, key: int = 0) -> np.ndarray:
 
 
 def test_noiseless_law_is_recovered():
-  s = fig1.surface(_law_WxSxT(1, 0.0), WIDTH, N_PARAMS, STEPS, BATCH, t_min=20)
+  s = fig1.surface(_law_WxSxT(1, 0.0), WIDTH, N_PARAMS, STEPS, BATCH, t_min=20, average=False)
   law = fig1.fit_law(s, n_boot=8)
   assert law.converged and law.n_points == len(WIDTH) * len(s.steps_T)
   # Converged means a Newton decrement <= 1e-12 x objective + 1e-26 per point (chinchilla_fit): with an exact
@@ -50,7 +50,7 @@ def test_noisy_law_intervals_cover_the_planted_exponents():
 
 
 def test_data_frontier_agrees_with_the_law():
-  s = fig1.surface(_law_WxSxT(1, 0.0), WIDTH, N_PARAMS, STEPS, BATCH, t_min=20)
+  s = fig1.surface(_law_WxSxT(1, 0.0), WIDTH, N_PARAMS, STEPS, BATCH, t_min=20, average=False)
   f = fig1.measured_frontier(s)
   assert f.interior.sum() >= 10
   # The optimum is refined by a parabola in log N through 3 grid widths 0.12-0.3 decades apart and log L is linear

@@ -28,6 +28,7 @@ def tiny(**overrides):
   c.data.n_test = 200
   c.train.update(batch_size=32, steps=160, log_every=40, warmup_steps=10, lr=1e-2, checkpoint_every=1)
   c.sweep.update(widths=(1, 2), seeds=2)
+  c.fig1.update(t_min=20, ntk_points=200, k_range=(2, 20))
   for path, v in overrides.items():
     *parents, leaf = path.split(".")
     node = c

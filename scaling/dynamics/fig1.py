@@ -35,7 +35,7 @@ class Surface:
 
   width_W: np.ndarray
   n_params_W: np.ndarray
-  steps_T: np.ndarray
+  steps_T: np.ndarray  # float: a bin's geometric-mean step
   batch: int
   L_WxSxT: np.ndarray
 
@@ -55,35 +55,43 @@ class Surface:
     return N.ravel(), D.ravel(), self.L_WxSxT.astype(np.float64).ravel()
 
 
-def log_spaced(steps: np.ndarray, t_min: int, n: int) -> np.ndarray:
-  """Indices of at most `n` distinct steps >= t_min, nearest (in log) to n log-spaced targets."""
+def log_bins(steps: np.ndarray, t_min: int, n: int) -> list[np.ndarray]:
+  """Indices of the logged steps in each of `n` log-spaced bins over [t_min, last step] (empty bins dropped)."""
   steps = np.asarray(steps)
-  ok = np.flatnonzero(steps >= max(t_min, 1))
-  if ok.size == 0:
-    raise ValueError(f"no logged step >= t_min={t_min} (the last is {int(steps[-1])})")
-  targets = np.geomspace(steps[ok[0]], steps[ok[-1]], n)
-  picks = [ok[np.argmin(np.abs(np.log(steps[ok]) - np.log(t)))] for t in targets]
-  return np.unique(picks)
+  if steps[-1] < max(t_min, 1) or np.sum(steps >= max(t_min, 1)) < 2:
+    raise ValueError(f"need >= 2 logged steps >= t_min={t_min} (the last is {int(steps[-1])})")
+  edges = np.geomspace(max(t_min, 1), steps[-1], n + 1)
+  edges[-1] = np.inf
+  bins = [np.flatnonzero((steps >= lo) & (steps < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+  return [b for b in bins if b.size]
 
 
 def surface(test_loss_WxSxT: np.ndarray, width_W: np.ndarray, n_params_W: np.ndarray, log_steps_T: np.ndarray,
-            batch: int, *, t_min: int, n_times: int = 24) -> Surface:
-  """The surface at <= n_times log-spaced logged steps >= t_min; ValueError if widths do not grow N or a loss is
-  not finite and positive."""
+            batch: int, *, t_min: int, n_times: int = 24, average: bool = True) -> Surface:
+  """The surface on <= n_times log-spaced bins of logged steps >= t_min: per bin the mean loss of its logged steps
+  at their geometric-mean step (a constant learning rate leaves step-to-step jitter that this averages out; the
+  curvature of L in log t biases it by a fraction of a bin's width), or with `average` False its first step's.
+  ValueError if the widths do not grow N or a loss is not finite and positive."""
   n = np.asarray(n_params_W, np.float64)
   if n.ndim != 1 or n.size < 3 or np.any(np.diff(n) <= 0):
     raise ValueError(f"need >= 3 widths with increasing parameter counts, got {n.tolist()}")
-  idx = log_spaced(log_steps_T, t_min, n_times)
-  L = np.asarray(test_loss_WxSxT, np.float64)[..., idx]
-  if not np.all(np.isfinite(L) & (L > 0)):
+  steps = np.asarray(log_steps_T)
+  bins = log_bins(steps, t_min, n_times)
+  L = np.asarray(test_loss_WxSxT, np.float64)
+  if not np.all(np.isfinite(L[..., np.concatenate(bins)]) & (L[..., np.concatenate(bins)] > 0)):
     raise ValueError("test losses must be finite and > 0 at the steps used")
-  return Surface(np.asarray(width_W), n, np.asarray(log_steps_T)[idx], int(batch), L)
+  if not average:
+    bins = [b[:1] for b in bins]
+  L_WxSxT = np.stack([L[..., b].mean(axis=-1) for b in bins], axis=-1)
+  t_T = np.array([np.exp(np.log(steps[b]).mean()) for b in bins])
+  return Surface(np.asarray(width_W), n, t_T, int(batch), L_WxSxT)
 
 
 @dataclasses.dataclass(frozen=True)
 class Law:
   """The fitted 2-D law and its bootstrap: `params` (E = L∞, A, B, alpha = α_N, beta = α_t) and 95% intervals of
-  every derived exponent in `intervals` (alpha_N, alpha_t, n_star, t_star, loss_star)."""
+  every derived exponent in `intervals` (alpha_N, alpha_t, n_star, t_star, loss_star); `n_converged` counts the
+  usable resamples."""
 
   params: dict[str, float]
   estimates: dict[str, float]
@@ -99,18 +107,32 @@ def _derived(alpha: np.ndarray, beta: np.ndarray) -> dict[str, np.ndarray]:
   return {"alpha_N": alpha, "alpha_t": beta, "n_star": beta / s, "t_star": alpha / s, "loss_star": -alpha * beta / s}
 
 
+# A refit whose floor L∞ fell below this fraction of the smallest loss sits on the L∞ -> 0 boundary: the objective is
+# flat along log L∞ there (no prediction changes by a float64 ulp), so Newton's decrement test is not meaningful
+# and the refit counts as usable when its parameters are finite.
+FLOOR_AT_ZERO = 1e-12
+
+
 def fit_law(s: Surface, *, n_boot: int = 1000, key: int = 0, level: float = 0.95, delta: float = 1e-3) -> Law:
-  """L(N, D) fitted to every (width, seed, step) point; percentile intervals over the converged resamples."""
+  """L(N, D) fitted to every (width, seed, step) point; percentile intervals over the usable resamples (converged,
+  or on the L∞ = 0 boundary: `FLOOR_AT_ZERO`). n_boot = 0: no intervals (NaN)."""
   N, D, L = s.points()
   base = cf.fit_chinchilla(N, D, L, objective="huber_log", delta=delta)
-  boot = cf.bootstrap_chinchilla(N, D, L, n_boot=n_boot, key=key, level=level, base=base, delta=delta,
-                                 k=FLOPS_PER_PARAM_SAMPLE)
   est = {k: float(v) for k, v in _derived(np.asarray(base.params["alpha"]), np.asarray(base.params["beta"])).items()}
-  q = (50 * (1 - level), 50 * (1 + level))
-  samples = _derived(boot.samples["alpha"], boot.samples["beta"])
-  intervals = {k: tuple(float(x) for x in np.percentile(v, q)) for k, v in samples.items()} if boot.n_converged \
-      else {k: (math.nan, math.nan) for k in samples}
-  return Law(dict(base.params), est, intervals, n_boot, boot.n_converged, base.converged, len(L))
+  intervals = {k: (math.nan, math.nan) for k in est}
+  n_ok = 0
+  if n_boot:
+    boot = cf.bootstrap_chinchilla(N, D, L, n_boot=n_boot, key=key, level=level, base=base, delta=delta,
+                                   k=FLOPS_PER_PARAM_SAMPLE)
+    nat = cf.natural(boot.theta_Bx5)
+    ok = boot.converged_B | (np.all(np.isfinite(boot.theta_Bx5), axis=1) & (nat["E"] < FLOOR_AT_ZERO * L.min()))
+    n_ok = int(ok.sum())
+    if n_ok:
+      q = (50 * (1 - level), 50 * (1 + level))
+      samples = _derived(nat["alpha"][ok], nat["beta"][ok])
+      intervals = {k: tuple(float(x) for x in np.percentile(v, q)) for k, v in samples.items()}
+  converged = base.converged or base.params["E"] < FLOOR_AT_ZERO * L.min()
+  return Law(dict(base.params), est, intervals, n_boot, n_ok, converged, len(L))
 
 
 def measured_frontier(s: Surface) -> exponents.Frontier:
@@ -169,7 +191,8 @@ def table(law: Law, frontier: exponents.Frontier, kernels: dict[str, KernelExpon
     lo, hi = law.intervals[name]
     row = {"quantity": label, "measured (2-D law, 95% CI)": f"{law.estimates[name]:.3f} [{lo:.3f}, {hi:.3f}]"}
     fr = {"n_star": frontier.exponents["n"], "t_star": frontier.exponents["t"]}.get(name)
-    row["measured (frontier of the data)"] = "" if fr is None else f"{fr:.3f}"
+    row["measured (frontier of the data)"] = ("" if fr is None else f"{fr:.3f}" if math.isfinite(fr) else
+                                              f"none: {int(frontier.interior.sum())} optima inside the widths")
     for kname, k in kernels.items():
       row[f"DMFT, {kname} kernel"] = f"{theory(k.a, k.b)[name]:.3f}"
     row["paper: CIFAR-5M initial NTK"] = f"{paper[name]:.3f}"

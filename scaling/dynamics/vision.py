@@ -73,6 +73,14 @@ def vision_config() -> ml_collections.ConfigDict:
       max_to_keep=2,
   ))
   c.sweep = ml_collections.ConfigDict(dict(widths=(1, 1.5, 2, 3, 4, 6), seeds=2))
+  c.fig1 = ml_collections.ConfigDict(dict(  # the analysis after the run (`scaling.dynamics.vision_report`)
+      t_min=100,  # first step of the fitted surface (after warmup and the first transient)
+      n_times=20,  # log-spaced bins of logged steps
+      n_boot=1000,  # bootstrap resamples of the 2-D law (0: no intervals)
+      ntk_points=1000,  # held-out points of the NTK spectra (at most data.n_test are used)
+      k_range=(5, 100),  # ranks of the spectral and task exponent fits (spectra.task_exponent: k_max <~ n/10)
+      after_kernel=True,  # also the NTK at the trained parameters of the widest width, seed 0
+  ))
   return c
 
 
@@ -128,6 +136,7 @@ def _check(cfg: dict[str, Any]) -> tuple[cnn.CNNConfig, tuple[float, ...], tuple
     C.number(cfg, f"train.{name}", 0, lo_open=True)
   for name in ("b1", "b2"):
     C.number(cfg, f"train.{name}", 0, 1, hi_open=True)
+  _check_fig1(cfg)
   widths = tuple(float(w) for w in C.axis(cfg, "sweep.widths", lo=0, lo_open=True))
   C.integer(cfg, "sweep.seeds", 1)
   counts = tuple(cnn.param_count(w, model) for w in widths)
@@ -135,6 +144,21 @@ def _check(cfg: dict[str, Any]) -> tuple[cnn.CNNConfig, tuple[float, ...], tuple
     raise ValueError(f"sweep.widths must be increasing with strictly increasing parameter counts (channels "
                      f"round(width x model.channels)); got counts {dict(zip(widths, counts))}")
   return model, widths, counts
+
+
+def _check_fig1(cfg: dict[str, Any]) -> None:
+  C.integer(cfg, "fig1.t_min", 1, cfg["train"]["steps"] - 1)
+  C.integer(cfg, "fig1.n_times", 3)
+  n_boot = C.integer(cfg, "fig1.n_boot", 0)
+  if n_boot == 1:
+    raise ValueError("fig1.n_boot must be 0 (no intervals) or >= 2")
+  n = min(C.integer(cfg, "fig1.ntk_points", 10), cfg["data"]["n_test"])
+  k = C.as_tuple(cfg["fig1"]["k_range"])
+  if len(k) != 2 or not all(C.is_int(v) for v in k) or not 1 <= k[0] < k[1] <= n:
+    raise ValueError(f"fig1.k_range must be two integer ranks 1 <= k_min < k_max <= min(fig1.ntk_points, "
+                     f"data.n_test) = {n}, got {k!r}")
+  if not isinstance(cfg["fig1"]["after_kernel"], bool):
+    raise ValueError(f"fig1.after_kernel must be true or false, got {cfg['fig1']['after_kernel']!r}")
 
 
 class Vision(E.Experiment):
