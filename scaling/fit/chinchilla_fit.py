@@ -205,5 +205,6 @@ def bootstrap_chinchilla(N: ArrayLike, D: ArrayLike, L: ArrayLike, *, n_boot: in
   samples = natural(theta_Bx5[conv_B])
   samples.update(frontier_lib.frontier(samples, C, k))
   q = (50 * (1 - level), 50 * (1 + level))
-  intervals = {name: tuple(np.percentile(v, q, axis=0)) for name, v in samples.items()}
+  nan = lambda v: (np.full(np.shape(v)[1:], np.nan),) * 2  # noqa: E731  (no refit converged: no interval)
+  intervals = {name: tuple(np.percentile(v, q, axis=0)) if conv_B.any() else nan(v) for name, v in samples.items()}
   return ChinchillaBootstrap(level, n_boot, int(conv_B.sum()), C, k, intervals, samples, theta_Bx5, conv_B, base)
