@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import warnings
@@ -205,18 +206,18 @@ def load_curves(cfg: dict[str, Any]) -> list[bm.Curve]:
 
 @launch.host_driven
 def stored(path: str, compute: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
-  """The JSON an earlier run wrote at `path` (a resumed fit), else `{"seconds": ..., **compute()}`, timed and
-  written there."""
+  """The JSON an earlier run wrote at `path` (a resumed fit), else `{"seconds": ..., "cpu_seconds": ...,
+  **compute()}`, timed (wall, and CPU of this process: user + system, all threads) and written there."""
   if os.path.exists(path):
     with open(path) as fh:
       out = json.load(fh)
     logging.info("fit: %s loaded from %s", what, path)
     return out
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   payload = compute()
-  out = {"seconds": time.perf_counter() - t0, **payload}
+  out = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, **payload}
   io.save_text(path, json.dumps(out))
-  logging.info("fit: %s in %.1f s", what, out["seconds"])
+  logging.info("fit: %s in %.1f s (%.1f CPU-s)", what, out["seconds"], out["cpu_seconds"])
   return out
 
 
@@ -238,14 +239,14 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> tup
   kw = dict(objective=f["objective"], n_starts=f["n_starts"], top_k=f["top_k"], key=f["key"],
             max_breaks=f["max_breaks"], n_val=f["n_val"] or None)
   results: dict[str, list] = {m: [None] * len(curves) for m in cfg["methods"]}
-  seconds: dict[tuple[str, str], float] = {}
+  seconds: dict[tuple[str, str], tuple[float, float]] = {}
   for domain in dict.fromkeys(c.domain for c in curves):
     idx = [i for i, c in enumerate(curves) if c.domain == domain]
     for m in cfg["methods"]:
       out = stored(os.path.join(workdir, "results", f"{domain}__{m}.json"),
                    lambda: {"results": [r.to_json() for r in bm.fit_methods([curves[i] for i in idx], [m], **kw)[m]]},
                    f"{domain} / {m} ({len(idx)} curves)")
-      seconds[(domain, m)] = out["seconds"]
+      seconds[(domain, m)] = (out["seconds"], out.get("cpu_seconds", math.nan))
       for i, d in zip(idx, out["results"]):
         results[m][i] = bm.MethodResult.from_json(d)
   text = summary(curves, results, cfg, seconds)
@@ -258,8 +259,9 @@ def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str) -> tup
   return curves, results, text
 
 
-def summary(curves: list[bm.Curve], results: dict, cfg: dict[str, Any], seconds: dict[tuple[str, str], float]) -> str:
-  """The per-domain tables, the per-curve tables of the small domains, and the fit wall times."""
+def summary(curves: list[bm.Curve], results: dict, cfg: dict[str, Any],
+            seconds: dict[tuple[str, str], tuple[float, float]]) -> str:
+  """The per-domain tables, the per-curve tables of the small domains, and the fit times (wall, CPU)."""
   methods, compare = cfg["methods"], list(cfg["compare"])
   lines = [f"# Extrapolation RMSLE: {len(curves)} curves, objective {cfg['fit']['objective']}, "
            f"{cfg['fit']['n_starts']} starts / top {cfg['fit']['top_k']} polished", "",
@@ -272,7 +274,10 @@ def summary(curves: list[bm.Curve], results: dict, cfg: dict[str, Any], seconds:
     if sel:
       lines += [f"{domain}: BNSL breaks chosen by validation: " +
                 ", ".join(f"n={n}: {sel.count(n)}" for n in sorted(set(sel))), ""]
-  lines += ["### Fit wall time (s)", "", "| domain | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+  lines += ["### Fit time (s): wall / CPU (user + system of the process; nan: a result stored by an older version)", "",
+            "| domain | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
   for domain in dict.fromkeys(c.domain for c in curves):
-    lines.append(f"| {domain} | " + " | ".join(f"{seconds[(domain, m)]:.1f}" for m in methods) + " |")
+    lines.append(f"| {domain} | " + " | ".join("%.1f / %.1f" % seconds[(domain, m)] for m in methods) + " |")
+  total = [sum(seconds[k][i] for k in seconds) for i in (0, 1)]
+  lines += ["", f"Total fit time: {total[0]:.1f} s wall, {total[1]:.1f} CPU-s."]
   return "\n".join(lines) + "\n"
