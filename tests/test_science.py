@@ -9,6 +9,8 @@ import pytest
 from configs import msp as msp_configs
 from scaling.quanta import msp
 
+pytestmark = pytest.mark.xdist_group("science")  # one worker: the module fixtures run once
+
 LN2 = np.log(2)
 
 

@@ -10,6 +10,8 @@ import pytest
 from scaling.dynamics import vision, vision_report
 from scaling.nn import cnn
 
+pytestmark = pytest.mark.xdist_group("vision_report")  # one worker: the module fixtures run once
+
 
 def _config(**fig1):
   c = vision.vision_config()

@@ -323,20 +323,10 @@ def final_params(workdir: str, width_index: int, seed_index: int) -> cnn.Params:
   """Parameters (numpy) of seed `seed_index` of width `width_index` after the last step, from its checkpoint."""
   p = _stored_plan(workdir)
   point = p.points[width_index]
-  if not 0 <= seed_index < p.grid.size:
-    raise ValueError(f"seed_index={seed_index} is not in [0, {p.grid.size})")
-  with jax.transfer_guard("allow"):  # eval_shape only
-    one = jax.eval_shape(lambda: init_state(jax.random.key(0), point.spec))
-  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((p.grid.size,) + x.shape, x.dtype), one)
-  mngr = checkpoints.manager(os.path.join(os.path.abspath(workdir), "checkpoints", point.name), p.max_to_keep)
-  try:
-    latest = mngr.latest_step()
-    if latest != point.steps:
-      raise RuntimeError(f"{point.name}: the latest checkpoint is at step {latest}, not {point.steps}")
-    states = checkpoints.restore(mngr, latest, like)
-  finally:
-    mngr.close()
-  return jax.tree.map(lambda x: np.asarray(x[seed_index]), states["params"])
+  state = checkpoints.final_member(os.path.join(os.path.abspath(workdir), "checkpoints", point.name), p.max_to_keep,
+                                   point.steps, p.grid.size, lambda: init_state(jax.random.key(0), point.spec),
+                                   seed_index)
+  return state["params"]
 
 
 def summary(curves: wd.Curves) -> str:

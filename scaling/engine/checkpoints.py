@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -52,3 +52,24 @@ def restore(mngr, step: int, like: Any) -> Any:
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   abstract = jax.tree.map(lambda x: np.zeros(tuple(x.shape), x.dtype), like)
   return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def final_member(directory: str, max_to_keep: int, steps: int, n_members: int, init_state: Callable[[], Any],
+                 member: int) -> Any:
+  """Member `member`'s state (numpy) after `steps`, from the checkpoints in `directory`. `init_state()` builds one
+  member's state (only traced, for its structure). ValueError for a member out of range; RuntimeError when the
+  latest checkpoint is not at `steps` (an unfinished point)."""
+  if not 0 <= member < n_members:
+    raise ValueError(f"member {member} is not in [0, {n_members})")
+  with jax.transfer_guard("allow"):  # eval_shape only
+    one = jax.eval_shape(init_state)
+  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((n_members,) + x.shape, x.dtype), one)
+  mngr = manager(directory, max_to_keep)
+  try:
+    latest = mngr.latest_step()
+    if latest != steps:
+      raise RuntimeError(f"{os.path.basename(directory)}: the latest checkpoint is at step {latest}, not {steps}")
+    states = restore(mngr, latest, like)
+  finally:
+    mngr.close()
+  return jax.tree.map(lambda x: np.asarray(x[member]), states)

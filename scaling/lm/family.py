@@ -277,18 +277,10 @@ def seed_keys(plan: E.Plan) -> tuple[jax.Array, jax.Array]:
 def final_params(plan: E.Plan, i: int, workdir: str, seed: int = 0) -> lm.Params:
   """Parameters (numpy) of seed `seed` of size i after its last step, restored from its checkpoint."""
   point = plan.points[i]
-  with jax.transfer_guard("allow"):  # eval_shape only
-    one = jax.eval_shape(lambda: family_train.init_state(jax.random.key(0), point.spec))
-  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct((plan.grid.size,) + x.shape, x.dtype), one)  # real members
-  mngr = checkpoints.manager(os.path.join(workdir, "checkpoints", point.name), plan.max_to_keep)
-  try:
-    latest = mngr.latest_step()
-    if latest != point.steps:
-      raise RuntimeError(f"{point.name}: the latest checkpoint is at step {latest}, not {point.steps}")
-    states = checkpoints.restore(mngr, latest, like)
-  finally:
-    mngr.close()
-  return jax.tree.map(lambda x: np.asarray(x[seed]), states["params"])
+  state = checkpoints.final_member(os.path.join(workdir, "checkpoints", point.name), plan.max_to_keep, point.steps,
+                                   plan.grid.size, lambda: family_train.init_state(jax.random.key(0), point.spec),
+                                   seed)
+  return state["params"]
 
 
 def run(config: ml_collections.ConfigDict | dict[str, Any], workdir: str,
