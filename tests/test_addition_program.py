@@ -29,8 +29,6 @@ from scaling.engine import programs as programs_lib
 from scaling.nn import transformer as lm
 from test_addition import ARRAYS, EXP, tiny_config
 
-pytestmark = pytest.mark.xdist_group("addition_program")  # one worker: the module fixtures run once
-
 CE_ATOL = 2e-5  # nats: see the module docstring
 
 

@@ -22,8 +22,6 @@ from configs import msp as msp_configs
 from scaling.engine import fanout, io, programs
 from scaling.quanta import msp
 
-pytestmark = pytest.mark.xdist_group("fanout")  # one worker: the module fixtures run once
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = "scaling.quanta.msp"
 TIMING = ("time", "steps_per_s")  # metrics fields that differ between any two runs

@@ -21,8 +21,6 @@ from scaling.engine import fanout
 from scaling.quanta import msp
 from test_fanout import ROOT, MODULE, _assert_same_curves, _launch, _log
 
-pytestmark = pytest.mark.xdist_group("fanout_slurm")  # one worker: the module fixtures run once
-
 ARG = "slurm,partition=local,gpus_per_task=0,cpus_per_task=1,mem_gb=0.0,time_min=10,tasks=2"  # 1 CPU per task
 
 

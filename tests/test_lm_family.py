@@ -21,8 +21,6 @@ from scaling.lm import corpus as corpus_lib
 from scaling.lm import evaluate, family, family_checkpoint, family_data, family_train
 from scaling.nn import transformer as lm
 
-pytestmark = pytest.mark.xdist_group("lm_family")  # one worker: the module fixtures run once
-
 STEPS = 40
 
 

@@ -11,8 +11,6 @@ import pytest
 from helpers import tiny_config
 from scaling.quanta import msp, report
 
-pytestmark = pytest.mark.xdist_group("report")  # one worker: the module fixtures run once
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

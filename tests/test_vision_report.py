@@ -10,8 +10,6 @@ import pytest
 from scaling.dynamics import vision, vision_report
 from scaling.nn import cnn
 
-pytestmark = pytest.mark.xdist_group("vision_report")  # one worker: the module fixtures run once
-
 
 def _config(**fig1):
   c = vision.vision_config()
@@ -23,14 +21,10 @@ def _config(**fig1):
   return c
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  wd = str(tmp_path_factory.mktemp("vision_fig1"))
-  vision.run(_config(), wd)
-  return wd
-
-
-def test_report_writes_the_table_figures_and_summary(workdir):
+def test_report_files_table_and_the_runs_own_initial_params(tmp_path):
+  """One test on one tiny run (two tests sharing a module fixture could build it on both xdist workers)."""
+  workdir = str(tmp_path / "vision_fig1")
+  curves = vision.run(_config(), workdir)
   text = vision_report.report(workdir)
   for name in ("fig1.md", "fig1.json", "fig1.png", "fig1_spectra.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
@@ -47,11 +41,7 @@ def test_report_writes_the_table_figures_and_summary(workdir):
   for row in ("α_t", "α_N", "N* ∝ C^x", "t* ∝ C^x", "b (λ_k", "a (task power"):
     assert row in text, row
   assert "DMFT, initial kernel" in text and "paper: CIFAR-5M initial NTK" in text
-
-
-def test_initial_params_are_the_runs_own(workdir):
   # the step-0 held-out loss of every width and seed is the loss of the parameters initial_params rebuilds
-  curves = vision.run(_config(), workdir)  # finished: loads the curves
   x, s = vision.heldout(workdir)
   for w in range(3):
     for seed in range(2):
