@@ -21,6 +21,17 @@ def tiny_config(**sections):
   return c
 
 
+def set_dotted(config, overrides):
+  """Sets each "section.field" path of `overrides` in a config (a ConfigDict or a plain dict); returns it."""
+  for path, v in overrides.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for k in parents:
+      node = node[k]
+    node[leaf] = v
+  return config
+
+
 def hf_llama_dir(path, tok, d_model, n_layers, seed):
   """A tiny Llama checkpoint directory as Hugging Face writes it (config.json + safetensors + tokenizer.json)."""
   from safetensors.numpy import save_file

@@ -20,6 +20,7 @@ import pytest
 
 from scaling.engine import experiment as E
 from scaling.engine import io as wd
+from helpers import set_dotted
 import toy_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,14 +121,7 @@ EXPERIMENTS = {"toy": _toy, "msp": _msp, "lm_family": _lm_family, "addition": _a
 
 
 def _with(config, overrides):
-  c = copy.deepcopy(config.to_dict() if hasattr(config, "to_dict") else config)
-  for path, v in overrides.items():
-    *parents, leaf = path.split(".")
-    node = c
-    for k in parents:
-      node = node[k]
-    node[leaf] = v
-  return c
+  return set_dotted(copy.deepcopy(config.to_dict() if hasattr(config, "to_dict") else config), overrides)
 
 
 def _run_killed(monkeypatch, exp, config, workdir, after, devices=None):

@@ -18,6 +18,7 @@ from scaling.engine import experiment as E
 from scaling.engine import io as wd
 from scaling.engine import members
 from scaling.nn import cnn
+from helpers import set_dotted
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -29,13 +30,7 @@ def tiny(**overrides):
   c.train.update(batch_size=32, steps=160, log_every=40, warmup_steps=10, lr=1e-2, checkpoint_every=1)
   c.sweep.update(widths=(1, 2), seeds=2)
   c.fig1.update(t_min=20, ntk_points=200, k_range=(2, 20))
-  for path, v in overrides.items():
-    *parents, leaf = path.split(".")
-    node = c
-    for k in parents:
-      node = node[k]
-    node[leaf] = v
-  return c
+  return set_dotted(c, overrides)
 
 
 def _hashes(x_NxL):
